@@ -1,0 +1,52 @@
+# Thin targets; every one that needs Python builds its own virtualenv first.
+PYTHON ?= python3
+VENV ?= .venv
+DJANGO ?=
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(subst /,_,$(subst <,lt,$(subst >,gt,$(subst =,eq,$(subst $(comma),_,$(subst $(space),,$(DJANGO)))))))
+PYTEST := $(BIN)/python -m pytest
+comma := ,
+space := $(empty) $(empty)
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-sqlite test-postgres cov lint format typecheck bench build
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test,dev]' $(if $(DJANGO),'$(DJANGO)')
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+install: $(STAMP)  ## create the virtualenv ($(VENV)) and install the package with its test and dev extras
+
+test: test-sqlite test-postgres  ## run the whole suite on SQLite, then on PostgreSQL
+
+test-sqlite: install
+	$(PYTEST) -m "not postgres" $(ARGS)
+
+test-postgres: install
+	DATABASE=postgres $(PYTEST) $(ARGS)
+
+cov: install  ## the suite on SQLite with a branch-coverage report
+	$(PYTEST) -m "not postgres" --cov --cov-report=term-missing $(ARGS)
+
+lint: install  ## ruff check and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install  ## ruff fix and format
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+typecheck: install  ## mypy on the package
+	$(BIN)/mypy django_cloudevents_bridge
+
+bench: install  ## measured ratios, side by side in one run (see README, Performance)
+	$(BIN)/python -m bench
+
+build: install  ## sdist and wheel into dist/
+	$(BIN)/python -m pip wheel --no-deps -w dist .

@@ -1,0 +1,15 @@
+from django.apps import AppConfig
+from django.core.signals import setting_changed
+
+
+class CloudEventsBridgeConfig(AppConfig):
+    name = "django_cloudevents_bridge"
+    verbose_name = "CloudEvents bridge"
+
+    def ready(self) -> None:
+        from . import checks  # noqa: F401  (registers the system checks)
+        from .emit import reset_handler
+        from .emit.sources import connect_models
+
+        connect_models()
+        setting_changed.connect(reset_handler, dispatch_uid="cloudevents_bridge.reset")

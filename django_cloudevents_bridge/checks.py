@@ -1,0 +1,138 @@
+"""System checks: misconfiguration is reported at start-up, not on the first save()."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from django.apps import apps
+from django.core.checks import Error, Tags, Warning, register
+from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
+
+from . import conf, events
+from .emit.handlers import SHORT_NAMES, get_handler
+from .emit.handlers import http as http_handler
+from .emit.sources import MODEL_OPTIONS, SIGNALS, data_function
+from .exceptions import ImproperlyInstalled
+
+ID = "cloudevents_bridge"
+
+
+@register(Tags.compatibility)
+def check_handler(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """The handler imports, its extra is installed, and it accepts its options."""
+    try:
+        handler = get_handler(**conf.handler_options())
+    except ImproperlyInstalled as err:
+        return [Error(str(err), id=f"{ID}.E002", obj="CLOUDEVENTS_HANDLER")]
+    except (ImportError, TypeError) as err:
+        return [
+            Error(
+                f"CLOUDEVENTS_HANDLER {conf.handler()!r} cannot be used: {err}",
+                hint=f"One of {sorted(SHORT_NAMES)}, an import string or a callable.",
+                id=f"{ID}.E001",
+                obj="CLOUDEVENTS_HANDLER",
+            )
+        ]
+    except ImproperlyConfigured as err:
+        return [Error(str(err), id=f"{ID}.E003", obj="CLOUDEVENTS_HANDLER_OPTIONS")]
+    if isinstance(handler, http_handler.Handler) and not (handler.sink or conf.sink()):
+        var = conf.env()["SINK_VAR"]
+        return [
+            Warning(
+                f"{var} is not set: CloudEvents will not be delivered.",
+                hint=f"A Knative SinkBinding or ContainerSource sets {var}; "
+                "outside Knative, set it yourself or choose another handler.",
+                id=f"{ID}.W001",
+            )
+        ]
+    return []
+
+
+@register(Tags.compatibility)
+def check_env(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """``CLOUDEVENTS_ENV`` is a dict naming both variables."""
+    configured = conf.env_setting()
+    if configured is None:
+        return []
+    missing = set(conf.DEFAULT_ENV) - set(
+        configured if isinstance(configured, dict) else ()
+    )
+    if not isinstance(configured, dict) or missing:
+        return [
+            Error(
+                "CLOUDEVENTS_ENV must be a dict with the keys SINK_VAR and SOURCE_VAR.",
+                hint=f"The default is {conf.DEFAULT_ENV}.",
+                id=f"{ID}.E004",
+                obj="CLOUDEVENTS_ENV",
+            )
+        ]
+    return []
+
+
+@register(Tags.compatibility)
+def check_delivery(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    if conf.delivery() not in conf.DELIVERY_MODES:
+        return [
+            Error(
+                f"CLOUDEVENTS_DELIVERY must be one of {conf.DELIVERY_MODES}.",
+                id=f"{ID}.E006",
+                obj="CLOUDEVENTS_DELIVERY",
+            )
+        ]
+    return []
+
+
+@register(Tags.compatibility)
+def check_overrides(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """Knative's K_CE_OVERRIDES is usable (what is not is skipped when emitting)."""
+    _cleaned, problems = events.parse_overrides(
+        os.environ.get(events.OVERRIDES_VAR, "")
+    )
+    return [
+        Warning(f"{events.OVERRIDES_VAR}: {problem}; it is ignored.", id=f"{ID}.W002")
+        for problem in problems
+    ]
+
+
+@register(Tags.models)
+def check_models(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """Every ``CLOUDEVENTS_MODELS`` entry names a model, its fields and signals."""
+    configured = conf.models()
+    if not isinstance(configured, dict):
+        return [_model_error("CLOUDEVENTS_MODELS must be a dict", None)]
+    errors = []
+    for label, options in configured.items():
+        try:
+            model = apps.get_model(label)
+        except (LookupError, ValueError):
+            errors.append(_model_error(f"unknown model {label!r}", label))
+            continue
+        if not isinstance(options, dict):
+            errors.append(_model_error("options must be a dict", label))
+            continue
+        for key in sorted(set(options) - MODEL_OPTIONS):
+            errors.append(_model_error(f"unknown option {key!r}", label))
+        for name in options.get("signals", ()):
+            if name not in SIGNALS:
+                errors.append(_model_error(f"unknown signal {name!r}", label))
+        for key in ("fields", "exclude"):
+            for field in options.get(key) or ():
+                try:
+                    model._meta.get_field(field)
+                except FieldDoesNotExist:
+                    errors.append(_model_error(f"{key}: no field {field!r}", label))
+        if options.get("data") is not None:
+            try:
+                function = data_function(options["data"])
+            except ImportError as err:
+                errors.append(_model_error(f"data: {err}", label))
+            else:
+                if not callable(function):
+                    errors.append(_model_error("data must be callable", label))
+    return errors
+
+
+def _model_error(message: str, label: str | None) -> Error:
+    where = f"CLOUDEVENTS_MODELS[{label!r}]" if label else "CLOUDEVENTS_MODELS"
+    return Error(f"{where}: {message}.", id=f"{ID}.E005", obj=where)

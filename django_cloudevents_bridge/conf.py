@@ -1,0 +1,91 @@
+"""Settings, read at call time so ``override_settings`` works.
+
+This is the only module that reads ``django.conf.settings``. Defaults live here and
+are never written into the settings object.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from django.conf import settings
+
+DEFAULT_ENV = {"SINK_VAR": "K_SINK", "SOURCE_VAR": "K_SOURCE"}
+DELIVERY_MODES = ("on_commit",)
+
+# Field names (fnmatch patterns, case-insensitive) that are never sent, whatever a
+# project configures: a password hash or an API token must not leave the database.
+ALWAYS_SENSITIVE = (
+    "*password*",
+    "*passwd*",
+    "*secret*",
+    "*token*",
+    "*api_key*",
+    "*apikey*",
+    "*private_key*",
+)
+
+
+def handler() -> Any:
+    """``CLOUDEVENTS_HANDLER``: a short name, an import string or a callable."""
+    return getattr(settings, "CLOUDEVENTS_HANDLER", "http")
+
+
+def handler_options() -> dict[str, Any]:
+    """``CLOUDEVENTS_HANDLER_OPTIONS``: keyword arguments for the handler class."""
+    return dict(getattr(settings, "CLOUDEVENTS_HANDLER_OPTIONS", None) or {})
+
+
+def env() -> dict[str, str]:
+    """``CLOUDEVENTS_ENV``: names of the environment variables for sink and source."""
+    configured = getattr(settings, "CLOUDEVENTS_ENV", None)
+    if not isinstance(configured, dict):
+        return dict(DEFAULT_ENV)
+    return {**DEFAULT_ENV, **configured}
+
+
+def env_setting() -> object:
+    """``CLOUDEVENTS_ENV`` exactly as configured (None if unset), for the checks."""
+    return getattr(settings, "CLOUDEVENTS_ENV", None)
+
+
+def sink() -> str | None:
+    """The sink URL from the environment (``K_SINK`` unless renamed); None if unset."""
+    return os.environ.get(env()["SINK_VAR"]) or None
+
+
+def source() -> str:
+    """The event ``source``: env var (``K_SOURCE``), then ``CLOUDEVENTS_SOURCE``."""
+    from_env = os.environ.get(env()["SOURCE_VAR"])
+    if from_env:
+        return from_env
+    configured = getattr(settings, "CLOUDEVENTS_SOURCE", None)
+    if configured:
+        return str(configured)
+    return default_source()
+
+
+def default_source() -> str:
+    """``urn:django:<project>``, the project being the settings module's package."""
+    module = os.environ.get("DJANGO_SETTINGS_MODULE") or getattr(
+        settings, "SETTINGS_MODULE", None
+    )
+    project = (module or "django").split(".")[0]
+    return f"urn:django:{project}"
+
+
+def models() -> dict[str, dict[str, Any]]:
+    """``CLOUDEVENTS_MODELS``: ``{"app_label.Model": {options}}`` to connect."""
+    return getattr(settings, "CLOUDEVENTS_MODELS", None) or {}
+
+
+def delivery() -> str:
+    """``CLOUDEVENTS_DELIVERY``: how events reach the handler (``"on_commit"``)."""
+    return getattr(settings, "CLOUDEVENTS_DELIVERY", "on_commit")
+
+
+def sensitive_fields() -> tuple[str, ...]:
+    """Built-in password-like patterns plus ``CLOUDEVENTS_SENSITIVE_FIELDS``."""
+    extra = getattr(settings, "CLOUDEVENTS_SENSITIVE_FIELDS", None) or ()
+    return ALWAYS_SENSITIVE + tuple(str(name) for name in extra)

@@ -1,0 +1,71 @@
+"""Emit: hand events to the configured handler once the transaction commits."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from functools import partial
+
+from django.db import transaction
+
+from .. import conf
+from ..events import CloudEvent
+from ..exceptions import DeliveryError
+from .handlers import BaseHandler, get_handler
+
+logger = logging.getLogger("django_cloudevents_bridge")
+
+_lock = threading.Lock()
+_handler: BaseHandler | None = None
+
+
+def emit(events: Sequence[CloudEvent], *, using: str | None = None) -> None:
+    """Deliver events after the current transaction on ``using`` commits.
+
+    A rolled-back transaction sends nothing. Never raises: failures are logged.
+    """
+    transaction.on_commit(partial(deliver, list(events)), using=using)
+
+
+def deliver(events: Sequence[CloudEvent]) -> int:
+    """Send events through the shared handler now; log, don't raise, on failure."""
+    try:
+        handler = shared_handler()
+        handler.open()
+        return handler.send_events(events)
+    except DeliveryError as err:
+        failed = events[err.delivered] if err.delivered < len(events) else None
+        for event in events[err.delivered :]:
+            logger.error(
+                "CloudEvent %s (%s) not delivered: %s",
+                event.get_id(),
+                event.get_type(),
+                err.reason if event is failed else "an earlier event failed",
+            )
+    except Exception:
+        logger.exception(
+            "CloudEvents %s not delivered", ", ".join(e.get_id() for e in events)
+        )
+    return 0
+
+
+def shared_handler() -> BaseHandler:
+    """The process-wide handler, so connections (keep-alive) are reused."""
+    global _handler
+    with _lock:
+        if _handler is None:
+            _handler = get_handler(**conf.handler_options())
+        return _handler
+
+
+def reset_handler(**kwargs: object) -> None:
+    """Close and forget the shared handler (settings changed, or in tests)."""
+    global _handler
+    setting = kwargs.get("setting")
+    if setting is not None and not str(setting).startswith("CLOUDEVENTS_"):
+        return
+    with _lock:
+        handler, _handler = _handler, None
+    if handler is not None:
+        handler.close()

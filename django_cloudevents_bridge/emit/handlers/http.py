@@ -1,0 +1,198 @@
+"""POST events to the sink (``K_SINK``) per the CloudEvents HTTP binding."""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+
+import requests
+from django.core.exceptions import ImproperlyConfigured
+from requests.adapters import HTTPAdapter
+
+from ... import conf
+from ... import events as ce
+from ...events import CloudEvent
+from ...exceptions import DeliveryError
+from .base import BaseHandler
+
+logger = logging.getLogger("django_cloudevents_bridge")
+
+MODES = ("binary", "structured")
+CA_CERTS_VAR = "K_CA_CERTS"
+_warned_no_sink = False
+
+
+class Handler(BaseHandler):
+    """Binary mode by default; one keep-alive session; a timeout on every request.
+
+    Options (``CLOUDEVENTS_HANDLER_OPTIONS``): ``sink`` (else the env var named by
+    ``CLOUDEVENTS_ENV["SINK_VAR"]``), ``mode`` (``"binary"`` or ``"structured"``),
+    ``timeout`` (seconds, or a ``(connect, read)`` pair), ``oidc_token_path``,
+    ``ca_certs_dir`` (Knative trust bundles) and ``headers`` (sent with each request).
+    """
+
+    def __init__(
+        self,
+        *,
+        sink: str | None = None,
+        mode: str = "binary",
+        timeout: float | tuple[float, float] = (3.05, 10.0),
+        oidc_token_path: str | None = "/oidc/token",
+        ca_certs_dir: str | None = "/knative-custom-certs",
+        headers: dict[str, str] | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        if mode not in MODES:
+            raise ImproperlyConfigured(f"http handler: mode must be one of {MODES}")
+        self.sink = sink
+        self.structured = mode == "structured"
+        self.timeout = tuple(timeout) if isinstance(timeout, list | tuple) else timeout
+        self.oidc_token_path = oidc_token_path
+        self.ca_certs_dir = ca_certs_dir
+        self.headers = dict(headers or {})
+        self.session: requests.Session | None = None
+        self._lock = threading.Lock()
+
+    def open(self) -> bool:
+        with self._lock:
+            if self.session is not None:
+                return False
+            session = requests.Session()
+            context = self._ssl_context()
+            if context is not None:
+                session.mount("https://", _ContextAdapter(context))
+            self.session = session
+            return True
+
+    def close(self) -> None:
+        with self._lock:
+            session, self.session = self.session, None
+        if session is not None:
+            session.close()
+
+    def send_events(self, events: Sequence[CloudEvent]) -> int:
+        sink = self.sink or conf.sink()
+        if not sink:
+            _warn_no_sink()
+            raise DeliveryError(f"no sink: {conf.env()['SINK_VAR']} is not set")
+        self.open()
+        for sent, event in enumerate(events):
+            try:
+                self.send(sink, event)
+            except DeliveryError as err:
+                err.delivered = sent
+                raise
+        return len(events)
+
+    def send(self, sink: str, event: CloudEvent) -> None:
+        """POST one event; raise DeliveryError on a transport error or non-2xx."""
+        headers, body = ce.to_http(event, structured=self.structured)
+        headers.update(self.headers)
+        token = self._oidc_token()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        session = self.session or requests.Session()
+        try:
+            response = session.post(
+                sink, data=body, headers=headers, timeout=self.timeout
+            )
+        except requests.RequestException as err:
+            raise DeliveryError(_describe(err), event_id=event.get_id()) from err
+        if not 200 <= response.status_code < 300:
+            raise DeliveryError(
+                f"HTTP {response.status_code} {response.reason or ''}".rstrip()
+                + _excerpt(response.text),
+                event_id=event.get_id(),
+                retry_after=retry_after(response.headers.get("Retry-After")),
+            )
+
+    def _oidc_token(self) -> str | None:
+        # Read on every request: Knative refreshes the file in place.
+        if not self.oidc_token_path:
+            return None
+        try:
+            return Path(self.oidc_token_path).read_text().strip() or None
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            logger.warning("Cannot read the OIDC token file: %s", err.strerror)
+            return None
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        """System roots plus K_CA_CERTS and Knative trust bundles, if there are any."""
+        bundle = os.environ.get(CA_CERTS_VAR, "").strip()
+        directory = Path(self.ca_certs_dir) if self.ca_certs_dir else None
+        files = (
+            sorted(directory.glob("*.pem")) if directory and directory.is_dir() else []
+        )
+        if not bundle and not files:
+            return None
+        context = ssl.create_default_context()
+        if bundle:
+            context.load_verify_locations(cadata=bundle)
+        for path in files:
+            context.load_verify_locations(cafile=str(path))
+        return context
+
+
+class _ContextAdapter(HTTPAdapter):
+    """An adapter whose connections verify against our own SSL context."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self.context = context
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["ssl_context"] = self.context
+        super().init_poolmanager(*args, **kwargs)
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _describe(err: requests.RequestException) -> str:
+    kind = {
+        requests.ConnectTimeout: "connect timeout",
+        requests.ReadTimeout: "read timeout",
+        requests.exceptions.SSLError: "TLS error",
+        requests.ConnectionError: "connection error",
+    }
+    for cls, label in kind.items():
+        if isinstance(err, cls):
+            return f"{label}: {err}"
+    return f"{type(err).__name__}: {err}"
+
+
+def _excerpt(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    if not text:
+        return ""
+    return ": " + (text if len(text) <= limit else text[:limit] + "...")
+
+
+def _warn_no_sink() -> None:
+    global _warned_no_sink
+    if not _warned_no_sink:
+        _warned_no_sink = True
+        logger.warning(
+            "%s is not set: CloudEvents are not delivered", conf.env()["SINK_VAR"]
+        )

@@ -1,0 +1,83 @@
+"""Model instance -> JSON-safe dict: concrete fields only, no extra queries."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import decimal
+import fnmatch
+import ipaddress
+import math
+import uuid
+from collections.abc import Collection, Iterable
+from typing import Any
+
+from django.db import models
+from django.db.models.fields.files import FieldFile
+from django.utils.duration import duration_iso_string
+
+from .. import conf
+
+
+def to_dict(
+    instance: models.Model,
+    *,
+    fields: Collection[str] | None = None,
+    exclude: Collection[str] = (),
+) -> dict[str, Any]:
+    """The instance's concrete fields as JSON-safe values; FKs as their raw pk.
+
+    Deferred fields are skipped rather than loaded, so this never queries. Fields
+    that look like secrets (see ``conf.sensitive_fields``) are never included.
+    """
+    deferred = instance.get_deferred_fields()
+    sensitive = conf.sensitive_fields()
+    data = {}
+    for field in instance._meta.concrete_fields:
+        name = field.name
+        if (fields is not None and name not in fields) or name in exclude:
+            continue
+        if field.attname in deferred or is_sensitive(name, sensitive):
+            continue
+        # value_from_object() reads the attname: a FK gives its raw id, no query.
+        data[name] = to_json_safe(field.value_from_object(instance))
+    return data
+
+
+def is_sensitive(name: str, patterns: Iterable[str] | None = None) -> bool:
+    """True if a field name matches a password-like pattern."""
+    lowered = name.lower()
+    patterns = conf.sensitive_fields() if patterns is None else patterns
+    return any(fnmatch.fnmatchcase(lowered, pattern.lower()) for pattern in patterns)
+
+
+def to_json_safe(value: Any) -> Any:
+    """Turn a field value into something ``json.dumps`` writes as valid JSON."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        # NaN and infinities are not JSON; keep them readable rather than crash.
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, datetime.datetime | datetime.date | datetime.time):
+        return value.isoformat()
+    if isinstance(value, datetime.timedelta):
+        return duration_iso_string(value)
+    if isinstance(value, decimal.Decimal):
+        return str(value)  # a float would lose digits
+    if isinstance(value, uuid.UUID | ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, FieldFile):
+        return value.name or None
+    if isinstance(value, dict):
+        return {str(key): to_json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [to_json_safe(item) for item in value]
+    if hasattr(value, "isempty"):  # PostgreSQL range fields (psycopg Range)
+        return {
+            "lower": to_json_safe(value.lower),
+            "upper": to_json_safe(value.upper),
+            "bounds": getattr(value, "bounds", None),
+        }
+    return str(value)

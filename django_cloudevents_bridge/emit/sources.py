@@ -1,0 +1,130 @@
+"""Model signals -> CloudEvents: ``send_cloudevent`` and ``CLOUDEVENTS_MODELS``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from django.apps import apps
+from django.db import models
+from django.db.models.signals import ModelSignal, m2m_changed, post_delete, post_save
+from django.utils.module_loading import import_string
+
+from .. import conf, events
+from . import emit, serialize
+
+logger = logging.getLogger("django_cloudevents_bridge")
+
+SIGNALS: dict[str, ModelSignal] = {
+    "post_save": post_save,
+    "post_delete": post_delete,
+    "m2m_changed": m2m_changed,
+}
+DEFAULT_SIGNALS = ("post_save", "post_delete")
+MODEL_OPTIONS = frozenset(("signals", "fields", "exclude", "data"))
+# m2m_changed fires for pre_* actions too; only the post_* ones describe a change.
+M2M_ACTIONS = frozenset(("post_add", "post_remove", "post_clear"))
+APP_LABEL = "django_cloudevents_bridge"
+
+
+def send_cloudevent(sender: Any, **kwargs: Any) -> None:
+    """Signal receiver: turn a model signal into a CloudEvent and emit it.
+
+    Connect it to ``post_save``, ``post_delete`` or ``m2m_changed``. It never
+    raises: a bug here must not break the caller's ``save()``.
+    """
+    try:
+        event = from_signal(sender, **kwargs)
+        if event is not None:
+            emit([event], using=kwargs.get("using"))
+    except Exception:
+        logger.exception("Could not build a CloudEvent for %r", sender)
+
+
+def from_signal(sender: Any, **kwargs: Any) -> events.CloudEvent | None:
+    """The event for one signal, or None when the signal describes no change."""
+    signal = kwargs.pop("signal", None)
+    name = next((key for key, value in SIGNALS.items() if value is signal), None)
+    instance = kwargs.get("instance")
+    if name is None or not isinstance(instance, models.Model):
+        logger.warning("send_cloudevent ignores signal %r from %r", signal, sender)
+        return None
+    opts = instance._meta
+    if opts.app_label == APP_LABEL:  # never emit events about our own tables
+        return None
+    if name == "m2m_changed":
+        if kwargs.get("action") not in M2M_ACTIONS:
+            return None
+        signal_kwargs = {
+            "action": kwargs.get("action"),
+            "reverse": kwargs.get("reverse"),
+            "model": kwargs["model"]._meta.label_lower,
+            "pk_set": sorted(
+                (serialize.to_json_safe(pk) for pk in kwargs.get("pk_set") or ()),
+                key=str,
+            ),
+            "using": kwargs.get("using"),
+        }
+    elif name == "post_save":
+        update_fields = kwargs.get("update_fields")
+        signal_kwargs = {
+            "created": kwargs.get("created"),
+            "update_fields": sorted(update_fields) if update_fields else None,
+            "raw": kwargs.get("raw"),
+            "using": kwargs.get("using"),
+        }
+    else:
+        signal_kwargs = {"using": kwargs.get("using")}
+    return events.new(
+        f"django.orm.{name}",
+        subject=f"DCE:{opts.app_label}.{opts.model_name}/{instance.pk}",
+        extensions={"djangoapp": opts.app_label, "djangomodel": opts.model_name},
+        data={
+            "data": model_data(instance, signal_kwargs),
+            "signal_kwargs": signal_kwargs,
+            "db_table": opts.db_table,
+        },
+    )
+
+
+def model_data(instance: models.Model, signal_kwargs: dict[str, Any]) -> Any:
+    """The ``data`` member for an instance, per its ``CLOUDEVENTS_MODELS`` entry."""
+    options = conf.models().get(instance._meta.label) or {}
+    custom = options.get("data")
+    if custom is not None:
+        return serialize.to_json_safe(data_function(custom)(instance, signal_kwargs))
+    return serialize.to_dict(
+        instance, fields=options.get("fields"), exclude=options.get("exclude", ())
+    )
+
+
+def connect_models() -> None:
+    """Connect ``send_cloudevent`` for every model in ``CLOUDEVENTS_MODELS``.
+
+    Connecting the same function to the same sender is a no-op in Django (its
+    lookup key is the receiver and the sender), so a model that is also connected
+    by hand, or a second call, never sends an event twice.
+    """
+    for label, options in conf.models().items():
+        try:
+            model = apps.get_model(label)
+        except (LookupError, ValueError):
+            continue  # reported by the system check cloudevents_bridge.E005
+        for name in (options or {}).get("signals", DEFAULT_SIGNALS):
+            for sender in senders(model, name):
+                SIGNALS[name].connect(send_cloudevent, sender=sender)
+
+
+def senders(model: type[models.Model], signal: str) -> list[type[models.Model]]:
+    """The senders to connect for a model: its m2m through models for m2m_changed."""
+    if signal == "m2m_changed":
+        return [field.remote_field.through for field in model._meta.many_to_many]
+    return [model] if signal in SIGNALS else []
+
+
+def data_function(path_or_callable: Any) -> Callable[..., Any]:
+    """Resolve a ``data`` option: a callable or its import string."""
+    if isinstance(path_or_callable, str):
+        return import_string(path_or_callable)
+    return path_or_callable

@@ -1,0 +1,187 @@
+"""Build, encode and decode CloudEvents: the only module that imports the SDK.
+
+If the SDK's API changes again, only this module changes.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import logging
+import os
+import re
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+from cloudevents.core.formats.json import JSONFormat
+from cloudevents.core.v1.event import CloudEvent
+
+from . import conf
+
+__all__ = ["CloudEvent", "new", "to_http", "to_pubsub", "to_json", "from_json"]
+
+logger = logging.getLogger("django_cloudevents_bridge")
+
+SPECVERSION = "1.0"
+JSON = "application/json"
+STRUCTURED_JSON = "application/cloudevents+json; charset=UTF-8"
+# The spec's context attributes, in the order event-display prints them.
+DISPLAY_ORDER = ("specversion", "type", "source", "subject", "id", "time") + (
+    "datacontenttype",
+    "dataschema",
+)
+CORE_ATTRIBUTES = frozenset(DISPLAY_ORDER)
+EXTENSION_NAME = re.compile(r"^[a-z0-9]+$")
+OVERRIDES_VAR = "K_CE_OVERRIDES"
+
+# HTTP binding 3.1.3.2: printable ASCII stays as it is, except space, '"' and '%'.
+_HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in ' "%')
+
+# Pub/Sub limits: beyond them binary mode cannot carry the attributes.
+PUBSUB_MAX_ATTRIBUTES = 100
+PUBSUB_MAX_VALUE_BYTES = 1024
+PUBSUB_MAX_KEY_BYTES = 256
+
+_format = JSONFormat()
+
+
+def new(
+    type: str,
+    *,
+    data: Any = None,
+    subject: str | None = None,
+    extensions: Mapping[str, str] | None = None,
+    source: str | None = None,
+    id: str | None = None,
+    time: datetime | None = None,
+    datacontenttype: str | None = JSON,
+) -> CloudEvent:
+    """Build a v1.0 event with a fresh UUID ``id``, UTC ``time`` and overrides."""
+    attributes: dict[str, Any] = {
+        "specversion": SPECVERSION,
+        "id": id or str(uuid.uuid4()),
+        "source": source or conf.source(),
+        "type": type,
+        "time": time or datetime.now(UTC),
+    }
+    if subject:
+        attributes["subject"] = subject
+    if data is not None and datacontenttype:
+        attributes["datacontenttype"] = datacontenttype
+    attributes.update(extensions or {})
+    # Knative's overrides come last: they replace same-named extensions (4.2 rule 2).
+    attributes.update(overrides())
+    return CloudEvent(attributes, data)
+
+
+def overrides() -> dict[str, str]:
+    """The extensions from ``K_CE_OVERRIDES``, cleaned; empty when unset or invalid."""
+    cleaned, _problems = parse_overrides(os.environ.get(OVERRIDES_VAR, ""))
+    return dict(cleaned)
+
+
+@functools.lru_cache(maxsize=8)
+def parse_overrides(raw: str) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
+    """Knative's overrides JSON -> (extensions to set, problems found).
+
+    Cached per raw value, so a bad value is logged once, not on every save().
+    """
+    cleaned: list[tuple[str, str]] = []
+    problems: list[str] = []
+    try:
+        parsed = json.loads(raw) if raw.strip() else {}
+    except ValueError as err:
+        parsed, problems = {}, [f"not JSON ({err})"]
+    extensions = parsed.get("extensions", {}) if isinstance(parsed, dict) else None
+    if not isinstance(extensions, dict):
+        problems.append("no 'extensions' object")
+        extensions = {}
+    for key, value in extensions.items():
+        name = str(key).lower()  # as sdk-go's SetExtension does
+        if name in CORE_ATTRIBUTES or name == "data":
+            problems.append(f"cannot override the attribute {name!r}")
+        elif not EXTENSION_NAME.match(name):
+            problems.append(f"invalid extension name {key!r}")
+        else:
+            cleaned.append((name, value if isinstance(value, str) else str(value)))
+    for problem in problems:
+        logger.warning("%s: %s; ignored", OVERRIDES_VAR, problem)
+    return tuple(cleaned), tuple(problems)
+
+
+def canonical(value: Any) -> str:
+    """The spec's canonical string form of an attribute value."""
+    if isinstance(value, datetime):
+        text = value.isoformat()
+        return text[:-6] + "Z" if text.endswith("+00:00") else text
+    if isinstance(value, bool):  # before int: True is an int
+        return "true" if value else "false"
+    if isinstance(value, bytes | bytearray):
+        return base64.b64encode(value).decode("ascii")
+    return str(value)
+
+
+def data_bytes(event: CloudEvent) -> bytes:
+    """The event's data as the bytes a binary-mode message carries."""
+    return _format.write_data(event.get_data(), event.get_datacontenttype())
+
+
+def to_http(
+    event: CloudEvent, *, structured: bool = False
+) -> tuple[dict[str, str], bytes]:
+    """Headers and body of an HTTP request, binary mode unless ``structured``."""
+    if structured:
+        return {"Content-Type": STRUCTURED_JSON}, to_json(event)
+    # Our own header encoding, not the SDK's: it writes booleans as "True".
+    headers = {}
+    for name, value in event.get_attributes().items():
+        if value is None:
+            continue
+        if name == "datacontenttype":  # binding 3.1.1: no ce-datacontenttype header
+            headers["Content-Type"] = str(value)
+        else:
+            headers[f"ce-{name}"] = quote(canonical(value), safe=_HEADER_SAFE)
+    return headers, data_bytes(event)
+
+
+def to_pubsub(
+    event: CloudEvent, *, structured: bool = False
+) -> tuple[bytes, dict[str, str]]:
+    """Message data and attributes per the CloudEvents Pub/Sub binding.
+
+    Binary mode maps every attribute to ``ce-<name>`` (no percent-encoding) and
+    ``datacontenttype`` to ``content-type``. It falls back to structured mode when
+    the attributes would not fit Pub/Sub's limits.
+    """
+    if not structured:
+        attributes = {}
+        for name, value in event.get_attributes().items():
+            if value is None:
+                continue
+            key = "content-type" if name == "datacontenttype" else f"ce-{name}"
+            attributes[key] = canonical(value)
+        if _fits_pubsub(attributes):
+            return data_bytes(event), attributes
+    return to_json(event), {"content-type": STRUCTURED_JSON}
+
+
+def _fits_pubsub(attributes: dict[str, str]) -> bool:
+    return len(attributes) <= PUBSUB_MAX_ATTRIBUTES and all(
+        len(key.encode()) <= PUBSUB_MAX_KEY_BYTES
+        and len(value.encode()) <= PUBSUB_MAX_VALUE_BYTES
+        for key, value in attributes.items()
+    )
+
+
+def to_json(event: CloudEvent) -> bytes:
+    """The event in the JSON event format (structured mode)."""
+    return _format.write(event)
+
+
+def from_json(body: bytes | str) -> CloudEvent:
+    """Read an event written by :func:`to_json`."""
+    return _format.read(None, body)

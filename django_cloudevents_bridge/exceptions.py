@@ -1,0 +1,38 @@
+"""Exceptions. Each also inherits the matching Django or built-in class."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ImproperlyConfigured
+
+
+class BridgeError(Exception):
+    """Base class of every error raised by django-cloudevents-bridge."""
+
+
+class ImproperlyInstalled(BridgeError, ImproperlyConfigured):
+    """An optional dependency (an extra) is missing."""
+
+    def __init__(self, message: str, *, extra: str) -> None:
+        self.extra = extra
+        super().__init__(
+            f"{message}: install it with "
+            f"pip install 'django-cloudevents-bridge[{extra}]'"
+        )
+
+
+class DeliveryError(BridgeError, OSError):
+    """A handler could not deliver an event; ``reason`` says why in one line."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        event_id: str | None = None,
+        retry_after: float | None = None,
+        delivered: int = 0,
+    ) -> None:
+        self.reason = reason
+        self.event_id = event_id
+        self.retry_after = retry_after
+        self.delivered = delivered
+        super().__init__(reason if event_id is None else f"{event_id}: {reason}")

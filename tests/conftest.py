@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from django_cloudevents_bridge.emit import reset_handler
+from django_cloudevents_bridge.emit.handlers import locmem
+from tests.sink import Sink
+
+CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def need(service: str, reason: str) -> None:
+    """A missing service fails under CI=true and skips (with the reason) elsewhere."""
+    if CI:
+        pytest.fail(f"{service} is required under CI=true: {reason}")
+    pytest.skip(f"{service} unavailable: {reason}")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_handler() -> Iterator[None]:
+    reset_handler()
+    yield
+    reset_handler()
+
+
+@pytest.fixture
+def sent_events() -> Iterator[list]:
+    """The events the locmem handler received during the test, in order."""
+    locmem.sent.clear()
+    yield locmem.sent
+    locmem.sent.clear()
+
+
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    """A real HTTP sink on a loopback port."""
+    server = Sink().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def http_sink(sink: Sink, settings, monkeypatch) -> Sink:
+    """The sink, with K_SINK pointing at it and the http handler configured."""
+    monkeypatch.setenv("K_SINK", sink.url)
+    monkeypatch.delenv("K_CE_OVERRIDES", raising=False)
+    settings.CLOUDEVENTS_HANDLER = "http"
+    settings.CLOUDEVENTS_HANDLER_OPTIONS = {
+        "timeout": (1.0, 1.0),
+        "oidc_token_path": None,
+    }
+    return sink

@@ -1,0 +1,221 @@
+"""Model signals become CloudEvents with the seed's shape, spec-correct."""
+
+from __future__ import annotations
+
+import datetime
+import re
+
+import pytest
+from django.db import transaction
+from django.db.models.signals import post_save
+
+from django_cloudevents_bridge import send_cloudevent
+from tests.testapp.models import Article, Choice, Profile, Question, Summary, Tag
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+UUID = re.compile(
+    r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
+)
+
+
+def make_question(text: str = "What's up?") -> Question:
+    return Question.objects.create(
+        question_text=text,
+        pub_date=datetime.datetime(2026, 11, 1, 9, 30, tzinfo=datetime.UTC),
+    )
+
+
+def test_post_save_event_has_the_seed_shape(sent_events):
+    question = make_question()
+
+    [event] = sent_events
+    assert event.get_type() == "django.orm.post_save"
+    assert event.get_specversion() == "1.0"
+    assert event.get_source() == "/tests"
+    assert event.get_subject() == f"DCE:testapp.question/{question.pk}"
+    assert UUID.match(event.get_id())
+    assert event.get_time().tzinfo is not None
+    assert event.get_datacontenttype() == "application/json"
+    assert event.get_extension("djangoapp") == "testapp"
+    assert event.get_extension("djangomodel") == "question"
+    assert event.get_data() == {
+        "data": {
+            "id": question.pk,
+            "question_text": "What's up?",
+            "pub_date": "2026-11-01T09:30:00+00:00",
+        },
+        "signal_kwargs": {
+            "created": True,
+            "update_fields": None,
+            "raw": False,
+            "using": "default",
+        },
+        "db_table": "testapp_question",
+    }
+
+
+def test_update_and_delete(sent_events):
+    question = make_question()
+    question.question_text = "Changed"
+    question.save(update_fields=["question_text"])
+    pk = question.pk
+    question.delete()
+
+    types = [e.get_type() for e in sent_events]
+    assert types == [
+        "django.orm.post_save",
+        "django.orm.post_save",
+        "django.orm.post_delete",
+    ]
+    update, delete = sent_events[1], sent_events[2]
+    assert update.get_data()["signal_kwargs"]["created"] is False
+    assert update.get_data()["signal_kwargs"]["update_fields"] == ["question_text"]
+    assert delete.get_subject() == f"DCE:testapp.question/{pk}"
+    assert delete.get_data()["data"]["question_text"] == "Changed"
+    assert delete.get_data()["signal_kwargs"] == {"using": "default"}
+    assert len({e.get_id() for e in sent_events}) == 3
+
+
+def test_foreign_key_is_its_raw_pk_without_a_query(
+    sent_events, django_assert_num_queries
+):
+    question = make_question()
+    sent_events.clear()
+    choice = Choice(question_id=question.pk, choice_text="Yes")
+    with django_assert_num_queries(1):  # the INSERT, nothing for the FK
+        choice.save()
+
+    [event] = sent_events
+    assert event.get_data()["data"] == {
+        "id": choice.pk,
+        "question": question.pk,
+        "choice_text": "Yes",
+        "votes": 0,
+    }
+
+
+def test_cascade_delete_sends_each_row(sent_events):
+    question = make_question()
+    Choice.objects.create(question=question, choice_text="A")
+    sent_events.clear()
+    question.delete()
+    assert sorted(e.get_subject().split("/")[0] for e in sent_events) == [
+        "DCE:testapp.choice",
+        "DCE:testapp.question",
+    ]
+    assert {e.get_type() for e in sent_events} == {"django.orm.post_delete"}
+
+
+def test_m2m_changed_carries_action_model_and_pk_set(sent_events):
+    article = Article.objects.create(title="Spec")
+    tags = [Tag.objects.create(name=n) for n in ("b", "a")]
+    sent_events.clear()
+    article.tags.add(*tags)
+    article.tags.remove(tags[0])
+    article.tags.clear()
+
+    m2m = [e for e in sent_events if e.get_type() == "django.orm.m2m_changed"]
+    assert [e.get_data()["signal_kwargs"]["action"] for e in m2m] == [
+        "post_add",
+        "post_remove",
+        "post_clear",
+    ]
+    first = m2m[0]
+    assert first.get_subject() == f"DCE:testapp.article/{article.pk}"
+    assert first.get_data()["signal_kwargs"] == {
+        "action": "post_add",
+        "reverse": False,
+        "model": "testapp.tag",
+        "pk_set": ["a", "b"],
+        "using": "default",
+    }
+    assert first.get_data()["data"]["id"] == str(article.pk)
+    assert m2m[2].get_data()["signal_kwargs"]["pk_set"] == []
+
+
+def test_connecting_twice_sends_once(sent_events):
+    # Question is connected by hand in testapp.models; connect it again.
+    post_save.connect(send_cloudevent, sender=Question)
+    make_question()
+    assert len(sent_events) == 1
+
+
+def test_model_declared_and_connected_by_hand_sends_once(sent_events):
+    # Article.tags.through is in CLOUDEVENTS_MODELS and connected in testapp.models.
+    article = Article.objects.create(title="Twice?")
+    sent_events.clear()
+    article.tags.add(Tag.objects.create(name="x"))
+    assert [e.get_type() for e in sent_events].count("django.orm.m2m_changed") == 1
+
+
+def test_rolled_back_transaction_sends_nothing(sent_events):
+    with pytest.raises(RuntimeError), transaction.atomic():
+        make_question()
+        raise RuntimeError("roll back")
+    assert sent_events == []
+
+
+def test_nothing_is_sent_before_commit_and_inner_rollback_is_dropped(sent_events):
+    with transaction.atomic():
+        kept = make_question("kept")
+        try:
+            with transaction.atomic():
+                make_question("savepoint rolled back")
+                raise ValueError
+        except ValueError:
+            pass
+        assert sent_events == []  # nothing before the outer commit
+    assert [e.get_data()["data"]["question_text"] for e in sent_events] == ["kept"]
+    assert sent_events[0].get_subject().endswith(f"/{kept.pk}")
+
+
+def test_password_like_fields_are_never_sent(sent_events, settings):
+    settings.CLOUDEVENTS_SENSITIVE_FIELDS = ["ssn"]
+    Profile.objects.create(
+        username="ann",
+        password="pbkdf2_sha256$secret-hash",
+        api_token="tok",
+        client_secret="shh",
+        nickname="excluded",
+        ssn="123-45-6789",
+    )
+    [event] = sent_events
+    assert event.get_data()["data"] == {
+        "id": event.get_data()["data"]["id"],
+        "username": "ann",
+    }
+    assert b"secret-hash" not in repr(event.get_attributes()).encode()
+
+
+def test_fields_option_and_custom_data_function(sent_events):
+    Summary.objects.create(title="hello", body="12345")
+    [event] = sent_events
+    # The data function wins over "fields"; its result is made JSON-safe.
+    assert event.get_data()["data"] == {"title": "HELLO", "length": 5}
+
+
+def test_deferred_fields_are_skipped_not_loaded(sent_events, django_assert_num_queries):
+    question = make_question()
+    sent_events.clear()
+    partial = Question.objects.only("id").get(pk=question.pk)
+    with django_assert_num_queries(1):  # the UPDATE only
+        partial.save(update_fields=[])  # no-op save still fires nothing
+        partial.question_text = "new"
+        partial.save(update_fields=["question_text"])
+    [event] = sent_events
+    assert event.get_data()["data"] == {"id": question.pk, "question_text": "new"}
+
+
+def test_broken_serialization_never_breaks_save(sent_events, settings, caplog):
+    settings.CLOUDEVENTS_MODELS = {
+        "testapp.Summary": {"data": "tests.emit.test_sources.explode"}
+    }
+    summary = Summary.objects.create(title="still saved")
+    assert Summary.objects.filter(pk=summary.pk).exists()
+    assert sent_events == []
+    assert "Could not build a CloudEvent" in caplog.text
+
+
+def explode(instance, signal_kwargs):
+    raise ZeroDivisionError("boom")

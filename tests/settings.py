@@ -1,0 +1,50 @@
+"""Test settings: SQLite by default, PostgreSQL with DATABASE=postgres."""
+
+import os
+
+SECRET_KEY = "tests-only"
+USE_TZ = True
+TIME_ZONE = "UTC"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django_cloudevents_bridge",
+    "tests.testapp",
+]
+MIDDLEWARE: list[str] = []
+ROOT_URLCONF = "tests.urls"
+
+if os.environ.get("DATABASE") == "postgres":
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "HOST": os.environ.get("PGHOST", "127.0.0.1"),
+            "PORT": os.environ.get("PGPORT", "5432"),
+            "USER": os.environ.get("PGUSER", "postgres"),
+            "PASSWORD": os.environ.get("PGPASSWORD", ""),
+            "NAME": os.environ.get("PGDATABASE", "test"),
+        }
+    }
+else:
+    DATABASES = {
+        "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
+    }
+
+CLOUDEVENTS_HANDLER = "locmem"
+CLOUDEVENTS_SOURCE = "/tests"
+CLOUDEVENTS_MODELS = {
+    "testapp.Choice": {"signals": ["post_save", "post_delete"]},
+    "testapp.Article": {"signals": ["post_save", "post_delete", "m2m_changed"]},
+    "testapp.Profile": {"exclude": ["nickname"]},
+    "testapp.Summary": {
+        "fields": ["title"],
+        "data": "tests.testapp.models.summary_data",
+    },
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "loggers": {"django_cloudevents_bridge": {"level": "DEBUG"}},
+}

@@ -1,0 +1,178 @@
+"""A real CloudEvents sink on a loopback port, with faults on demand.
+
+Every request is parsed with the official SDK *and* checked against the wire rules
+of the HTTP binding that the SDK does not enforce, so a test sees exactly what a
+strict receiver would.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from cloudevents.core.bindings import http as ce_http
+
+# Header values may only hold printable ASCII other than space, '"' and '%' (which
+# must appear only as the start of a %XY escape).
+_ENCODED = re.compile(r"^(?:[\x21\x23-\x24\x26-\x7e]|%[0-9A-F]{2})*$")
+REQUIRED = ("ce-specversion", "ce-id", "ce-source", "ce-type")
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    event: Any = None  # the SDK's CloudEvent
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def attributes(self) -> dict[str, Any]:
+        return self.event.get_attributes() if self.event is not None else {}
+
+
+@dataclass
+class Fault:
+    """What the sink does with one request instead of answering 202."""
+
+    status: int | None = None  # answer with this status
+    delay: float = 0.0  # sleep before answering
+    drop: bool = False  # close the connection without answering
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+
+class Sink:
+    """Start with ``Sink().start()``; ``url``, ``received``, ``faults``, ``stop()``."""
+
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        self.faults: deque[Fault] = deque()
+        self.attempts = 0
+        self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}/"
+
+    def start(self) -> Sink:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
+        """Block until ``count`` events have been accepted; return them."""
+        deadline = time.monotonic() + timeout
+        with self._arrived:
+            while len(self.received) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(
+                        f"sink got {len(self.received)} of {count} events"
+                    )
+                self._arrived.wait(left)
+            return list(self.received)
+
+    def _next_fault(self) -> Fault | None:
+        with self._lock:
+            self.attempts += 1
+            return self.faults.popleft() if self.faults else None
+
+    def _record(self, received: Received) -> None:
+        with self._arrived:
+            self.received.append(received)
+            self._arrived.notify_all()
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as a real sink
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                fault = sink._next_fault()
+                if fault and fault.delay:
+                    time.sleep(fault.delay)
+                if fault and fault.drop:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+                    return
+                if fault and fault.status:
+                    self._answer(fault.status, fault.headers, fault.body)
+                    return
+                sink._record(parse(self.command, self.path, dict(self.headers), body))
+                self._answer(202, {}, b"")
+
+            def _answer(
+                self, status: int, headers: dict[str, str], body: bytes
+            ) -> None:
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        return Handler
+
+
+def parse(method: str, path: str, headers: dict[str, str], body: bytes) -> Received:
+    """Parse a request like a strict receiver; list what breaks the binding."""
+    lower = {name.lower(): value for name, value in headers.items()}
+    received = Received(method, path, lower, body)
+    content_type = lower.get("content-type", "")
+    problems = received.problems
+    if content_type.lower().startswith("application/cloudevents-batch"):
+        problems.append("batched mode was not solicited")
+    elif content_type.lower().startswith("application/cloudevents"):
+        document = json.loads(body)
+        if document.get("specversion") != "1.0":
+            problems.append(f"specversion {document.get('specversion')!r}")
+        for name in ("id", "source", "type"):
+            if not document.get(name):
+                problems.append(f"missing {name}")
+    else:
+        for name in REQUIRED:
+            if not lower.get(name):
+                problems.append(f"missing {name} header")
+        if lower.get("ce-specversion") != "1.0":
+            problems.append(f"specversion {lower.get('ce-specversion')!r}")
+        if "ce-datacontenttype" in lower:
+            problems.append("ce-datacontenttype header in binary mode")
+        for name, value in lower.items():
+            if not name.startswith("ce-"):
+                continue
+            if not _ENCODED.match(value):
+                problems.append(f"{name} is not percent-encoded per the binding")
+            try:
+                unquote_to_bytes(value).decode("utf-8")
+            except UnicodeDecodeError:
+                problems.append(f"{name} is not UTF-8")
+            if not re.fullmatch(r"ce-[a-z0-9]+", name):
+                problems.append(f"bad attribute name {name}")
+    if not problems:
+        message = ce_http.HTTPMessage(headers=lower, body=body)
+        received.event = ce_http.from_http_event(message)
+    return received

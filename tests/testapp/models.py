@@ -1,0 +1,116 @@
+"""Source models for the tests: the tutorial's polls plus every field type."""
+
+import uuid
+
+from django.db import models
+from django.db.models.signals import m2m_changed, post_delete, post_save
+
+from django_cloudevents_bridge import send_cloudevent
+
+
+class Question(models.Model):
+    question_text = models.CharField(max_length=200)
+    pub_date = models.DateTimeField("date published")
+
+    def __str__(self) -> str:
+        return self.question_text
+
+
+class Choice(models.Model):
+    question = models.ForeignKey(Question, on_delete=models.CASCADE)
+    choice_text = models.CharField(max_length=200)
+    votes = models.IntegerField(default=0)
+
+    def __str__(self) -> str:
+        return self.choice_text
+
+
+# The seed package's README way: connected by hand, not through CLOUDEVENTS_MODELS.
+post_save.connect(send_cloudevent, sender=Question)
+post_delete.connect(send_cloudevent, sender=Question)
+
+
+class Tag(models.Model):
+    name = models.CharField(max_length=50, primary_key=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Article(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    title = models.CharField(max_length=100)
+    tags = models.ManyToManyField(Tag, blank=True)
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class Profile(models.Model):
+    """Secrets that must never leave the database, plus an excluded field."""
+
+    username = models.CharField(max_length=50)
+    password = models.CharField(max_length=128)
+    api_token = models.CharField(max_length=64, blank=True)
+    client_secret = models.CharField(max_length=64, blank=True)
+    nickname = models.CharField(max_length=50, blank=True)
+    ssn = models.CharField(max_length=11, blank=True)
+
+    def __str__(self) -> str:
+        return self.username
+
+
+class Summary(models.Model):
+    title = models.CharField(max_length=100)
+    body = models.TextField(blank=True)
+
+    def __str__(self) -> str:
+        return self.title
+
+
+def summary_data(instance: Summary, signal_kwargs: dict) -> dict:
+    return {"title": instance.title.upper(), "length": len(instance.body)}
+
+
+class Everything(models.Model):
+    """One of every field type Django ships (outside contrib.postgres and gis)."""
+
+    char = models.CharField(max_length=20, blank=True)
+    text = models.TextField(blank=True)
+    slug = models.SlugField(blank=True)
+    email = models.EmailField(blank=True)
+    url = models.URLField(blank=True)
+    integer = models.IntegerField(null=True)
+    big = models.BigIntegerField(null=True)
+    small = models.SmallIntegerField(null=True)
+    positive = models.PositiveIntegerField(null=True)
+    positive_big = models.PositiveBigIntegerField(null=True)
+    positive_small = models.PositiveSmallIntegerField(null=True)
+    floating = models.FloatField(null=True)
+    decimal = models.DecimalField(max_digits=12, decimal_places=4, null=True)
+    boolean = models.BooleanField(default=False)
+    nullable_boolean = models.BooleanField(null=True)
+    date = models.DateField(null=True)
+    datetime = models.DateTimeField(null=True)
+    time = models.TimeField(null=True)
+    duration = models.DurationField(null=True)
+    uuid = models.UUIDField(null=True)
+    json = models.JSONField(null=True)
+    binary = models.BinaryField(null=True)
+    file = models.FileField(blank=True)
+    image = models.ImageField(blank=True)
+    file_path = models.FilePathField(path="/tmp", blank=True)
+    ip = models.GenericIPAddressField(null=True)
+    question = models.ForeignKey(Question, null=True, on_delete=models.SET_NULL)
+    article = models.OneToOneField(Article, null=True, on_delete=models.SET_NULL)
+    tag = models.ForeignKey(Tag, null=True, on_delete=models.SET_NULL)
+
+    class Meta:
+        verbose_name_plural = "everything"
+
+    def __str__(self) -> str:
+        return f"everything {self.pk}"
+
+
+post_save.connect(send_cloudevent, sender=Everything)
+m2m_changed.connect(send_cloudevent, sender=Article.tags.through)
