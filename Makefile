@@ -3,10 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 DJANGO ?=
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(subst /,_,$(subst <,lt,$(subst >,gt,$(subst =,eq,$(subst $(comma),_,$(subst $(space),,$(DJANGO)))))))
+STAMP := $(VENV)/.installed
 PYTEST := $(BIN)/python -m pytest
-comma := ,
-space := $(empty) $(empty)
 
 .DEFAULT_GOAL := help
 .PHONY: help install test test-sqlite test-postgres cov lint format typecheck bench build
@@ -18,10 +16,9 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test,dev]' $(if $(DJANGO),'$(DJANGO)')
-	rm -f $(VENV)/.installed-*
 	touch $@
 
-install: $(STAMP)  ## create the virtualenv ($(VENV)) and install the package with its test and dev extras
+install: $(STAMP)  ## create the virtualenv (.venv) and install the package with its test and dev extras
 
 test: test-sqlite test-postgres  ## run the whole suite on SQLite, then on PostgreSQL
 

@@ -184,4 +184,4 @@ def to_json(event: CloudEvent) -> bytes:
 
 def from_json(body: bytes | str) -> CloudEvent:
     """Read an event written by :func:`to_json`."""
-    return _format.read(None, body)
+    return _format.read(CloudEvent, body)  # type: ignore[return-value]

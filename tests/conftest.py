@@ -53,3 +53,27 @@ def http_sink(sink: Sink, settings, monkeypatch) -> Sink:
         "oidc_token_path": None,
     }
     return sink
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """With DATABASE=postgres, PostgreSQL must answer (under CI=true it must)."""
+    if os.environ.get("DATABASE") != "postgres":
+        return
+    import psycopg
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    try:
+        psycopg.connect(
+            host=db["HOST"],
+            port=db["PORT"],
+            user=db["USER"],
+            password=db["PASSWORD"],
+            dbname=db["NAME"],
+            connect_timeout=5,
+        ).close()
+    except psycopg.Error as err:
+        reason = f"PostgreSQL unavailable: {err}".strip()
+        if CI:
+            pytest.exit(f"{reason} (required under CI=true)", returncode=1)
+        pytest.exit(f"skipped: {reason}", returncode=0)

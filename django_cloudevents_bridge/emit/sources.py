@@ -79,7 +79,7 @@ def from_signal(sender: Any, **kwargs: Any) -> events.CloudEvent | None:
     return events.new(
         f"django.orm.{name}",
         subject=f"DCE:{opts.app_label}.{opts.model_name}/{instance.pk}",
-        extensions={"djangoapp": opts.app_label, "djangomodel": opts.model_name},
+        extensions={"djangoapp": opts.app_label, "djangomodel": str(opts.model_name)},
         data={
             "data": model_data(instance, signal_kwargs),
             "signal_kwargs": signal_kwargs,
@@ -119,7 +119,8 @@ def connect_models() -> None:
 def senders(model: type[models.Model], signal: str) -> list[type[models.Model]]:
     """The senders to connect for a model: its m2m through models for m2m_changed."""
     if signal == "m2m_changed":
-        return [field.remote_field.through for field in model._meta.many_to_many]
+        fields = model._meta.many_to_many
+        return [f.remote_field.through for f in fields if f.remote_field.through]
     return [model] if signal in SIGNALS else []
 
 

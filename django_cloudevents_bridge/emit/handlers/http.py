@@ -54,7 +54,9 @@ class Handler(BaseHandler):
             raise ImproperlyConfigured(f"http handler: mode must be one of {MODES}")
         self.sink = sink
         self.structured = mode == "structured"
-        self.timeout = tuple(timeout) if isinstance(timeout, list | tuple) else timeout
+        self.timeout: float | tuple[float, float] = (
+            (timeout[0], timeout[1]) if isinstance(timeout, list | tuple) else timeout
+        )
         self.oidc_token_path = oidc_token_path
         self.ca_certs_dir = ca_certs_dir
         self.headers = dict(headers or {})
@@ -166,6 +168,8 @@ def retry_after(value: str | None) -> float | None:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
+    if when.tzinfo is None:  # "-0000" parses naive; HTTP dates are always UTC
+        when = when.replace(tzinfo=UTC)
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 

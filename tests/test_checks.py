@@ -1,0 +1,129 @@
+"""System checks name each misconfiguration at start-up."""
+
+from __future__ import annotations
+
+import pytest
+from django.core import checks
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+
+from django_cloudevents_bridge import checks as bridge_checks
+from django_cloudevents_bridge.emit.handlers import pubsub
+
+
+def ids(messages) -> list[str]:
+    return [message.id for message in messages]
+
+
+def run_all() -> list[str]:
+    return sorted(
+        message.id
+        for message in checks.run_checks()
+        if message.id.startswith("cloudevents_bridge")
+    )
+
+
+def test_default_test_settings_are_clean():
+    assert run_all() == []
+
+
+def test_handler_that_does_not_import(settings):
+    settings.CLOUDEVENTS_HANDLER = "no.such.module.Handler"
+    assert ids(bridge_checks.check_handler()) == ["cloudevents_bridge.E001"]
+
+
+def test_handler_that_is_not_callable(settings):
+    settings.CLOUDEVENTS_HANDLER = 42
+    assert ids(bridge_checks.check_handler()) == ["cloudevents_bridge.E001"]
+
+
+def test_unknown_handler_option(settings):
+    settings.CLOUDEVENTS_HANDLER_OPTIONS = {"timout": 3}
+    [error] = bridge_checks.check_handler()
+    assert error.id == "cloudevents_bridge.E003"
+    assert "timout" in error.msg
+
+
+def test_missing_pubsub_extra(settings, monkeypatch):
+    monkeypatch.setattr(pubsub, "installed", lambda: False)
+    settings.CLOUDEVENTS_HANDLER = "pubsub"
+    [error] = bridge_checks.check_handler()
+    assert error.id == "cloudevents_bridge.E002"
+    assert "django-cloudevents-bridge[pubsub]" in error.msg
+
+
+def test_http_handler_without_sink_warns(settings, monkeypatch):
+    monkeypatch.delenv("K_SINK", raising=False)
+    settings.CLOUDEVENTS_HANDLER = "http"
+    assert ids(bridge_checks.check_handler()) == ["cloudevents_bridge.W001"]
+    monkeypatch.setenv("K_SINK", "http://127.0.0.1:9/")
+    assert bridge_checks.check_handler() == []
+
+
+def test_renamed_sink_variable_is_the_one_checked(settings, monkeypatch):
+    settings.CLOUDEVENTS_HANDLER = "http"
+    settings.CLOUDEVENTS_ENV = {"SINK_VAR": "MY_SINK", "SOURCE_VAR": "MY_SOURCE"}
+    monkeypatch.setenv("K_SINK", "http://127.0.0.1:9/")
+    [warning] = bridge_checks.check_handler()
+    assert "MY_SINK" in warning.msg
+
+
+@pytest.mark.parametrize(
+    "value", [["K_SINK"], {"SINK_VAR": "K_SINK"}, {"SOURCE_VAR": "K_SOURCE"}]
+)
+def test_bad_env_setting(settings, value):
+    settings.CLOUDEVENTS_ENV = value
+    assert ids(bridge_checks.check_env()) == ["cloudevents_bridge.E004"]
+
+
+def test_bad_delivery(settings):
+    settings.CLOUDEVENTS_DELIVERY = "later"
+    assert ids(bridge_checks.check_delivery()) == ["cloudevents_bridge.E006"]
+
+
+def test_unusable_overrides_warn(monkeypatch):
+    monkeypatch.setenv("K_CE_OVERRIDES", '{"extensions": {"type": "x"}}')
+    assert ids(bridge_checks.check_overrides()) == ["cloudevents_bridge.W002"]
+
+
+def test_models_setting_errors(settings):
+    settings.CLOUDEVENTS_MODELS = {
+        "testapp.Nope": {},
+        "nolabel": {},
+        "testapp.Question": {
+            "signals": ["post_save", "pre_save"],
+            "fields": ["question_text", "nope"],
+            "exclude": ["missing"],
+            "data": "no.such.function",
+            "colour": "blue",
+        },
+        "testapp.Choice": "post_save",
+        "testapp.Tag": {"data": "django_cloudevents_bridge.__version__"},
+    }
+    messages = [m.msg for m in bridge_checks.check_models()]
+    assert set(ids(bridge_checks.check_models())) == {"cloudevents_bridge.E005"}
+    expected = [
+        "unknown model 'testapp.Nope'",
+        "unknown model 'nolabel'",
+        "unknown option 'colour'",
+        "unknown signal 'pre_save'",
+        "fields: no field 'nope'",
+        "exclude: no field 'missing'",
+        "data: ",
+        "options must be a dict",
+        "data must be callable",
+    ]
+    for text in expected:
+        assert any(text in message for message in messages), text
+    assert len(messages) == len(expected)
+
+
+def test_models_setting_not_a_dict(settings):
+    settings.CLOUDEVENTS_MODELS = ["testapp.Question"]
+    assert ids(bridge_checks.check_models()) == ["cloudevents_bridge.E005"]
+
+
+def test_errors_stop_manage_py_check(settings):
+    settings.CLOUDEVENTS_HANDLER = "no.such.Handler"
+    with pytest.raises(SystemCheckError, match="cloudevents_bridge.E001"):
+        call_command("check")

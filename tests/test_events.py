@@ -1,0 +1,155 @@
+"""Building and encoding events: attributes, overrides, canonical strings, JSON."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+
+import pytest
+
+from django_cloudevents_bridge import events
+
+
+@pytest.fixture(autouse=True)
+def _no_overrides(monkeypatch):
+    monkeypatch.delenv("K_CE_OVERRIDES", raising=False)
+    monkeypatch.delenv("K_SOURCE", raising=False)
+    events.parse_overrides.cache_clear()
+
+
+def test_new_fills_required_attributes():
+    event = events.new("com.example.thing", data={"a": 1})
+    attributes = event.get_attributes()
+    assert attributes["specversion"] == "1.0"
+    assert attributes["source"] == "/tests"
+    assert attributes["time"].utcoffset() == datetime.timedelta(0)
+    assert attributes["datacontenttype"] == "application/json"
+    assert events.new("t").get_id() != events.new("t").get_id()
+
+
+def test_no_data_means_no_datacontenttype():
+    assert events.new("t").get_datacontenttype() is None
+
+
+def test_source_order_env_then_setting_then_default(monkeypatch, settings):
+    monkeypatch.setenv("K_SOURCE", "https://example.com/from-env")
+    assert events.new("t").get_source() == "https://example.com/from-env"
+    settings.CLOUDEVENTS_ENV = {"SINK_VAR": "K_SINK", "SOURCE_VAR": "MY_SOURCE"}
+    assert events.new("t").get_source() == "/tests"
+    del settings.CLOUDEVENTS_SOURCE
+    assert events.new("t").get_source() == "urn:django:tests"
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("", {}),
+        ("   ", {}),
+        ('{"extensions": {}}', {}),
+        ("{}", {}),
+        (
+            '{"extensions": {"extra": "x", "Answer": 42}}',
+            {"extra": "x", "answer": "42"},
+        ),
+    ],
+)
+def test_overrides_parsing(monkeypatch, raw, expected):
+    monkeypatch.setenv("K_CE_OVERRIDES", raw)
+    assert events.overrides() == expected
+
+
+@pytest.mark.parametrize(
+    "raw, problem",
+    [
+        ("{not json", "not JSON"),
+        ("[1, 2]", "no 'extensions' object"),
+        ('{"extensions": "x"}', "no 'extensions' object"),
+        ('{"extensions": {"type": "evil"}}', "cannot override the attribute 'type'"),
+        ('{"extensions": {"data": "x"}}', "cannot override the attribute 'data'"),
+        ('{"extensions": {"bad_name": "x"}}', "invalid extension name 'bad_name'"),
+    ],
+)
+def test_bad_overrides_are_ignored_and_logged_once(monkeypatch, caplog, raw, problem):
+    monkeypatch.setenv("K_CE_OVERRIDES", raw)
+    with caplog.at_level(logging.WARNING, "django_cloudevents_bridge"):
+        first = events.new("com.example.t", extensions={"djangoapp": "a"})
+        events.new("com.example.t")
+    assert first.get_type() == "com.example.t"
+    assert first.get_extension("djangoapp") == "a"
+    assert caplog.text.count(problem) == 1
+
+
+def test_overrides_replace_extensions_but_never_core(monkeypatch):
+    monkeypatch.setenv(
+        "K_CE_OVERRIDES", '{"extensions": {"djangoapp": "over", "ID": "x", "ok": "1"}}'
+    )
+    event = events.new("t", extensions={"djangoapp": "mine"}, id="keep")
+    assert event.get_extension("djangoapp") == "over"
+    assert event.get_extension("ok") == "1"
+    assert event.get_id() == "keep"
+
+
+@pytest.mark.parametrize(
+    "value, text",
+    [
+        (
+            datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC),
+            "2026-01-02T03:04:05Z",
+        ),
+        (
+            datetime.datetime(
+                2026,
+                1,
+                2,
+                3,
+                4,
+                5,
+                tzinfo=datetime.timezone(datetime.timedelta(hours=2)),
+            ),
+            "2026-01-02T03:04:05+02:00",
+        ),
+        (True, "true"),
+        (False, "false"),
+        (42, "42"),
+        (b"\x00\x01", "AAE="),
+        ("text", "text"),
+    ],
+)
+def test_canonical_strings(value, text):
+    assert events.canonical(value) == text
+
+
+def test_binary_http_headers():
+    event = events.new(
+        "t", data={"k": "v"}, subject="s p", extensions={"flag": True, "count": 5}
+    )
+    headers, body = events.to_http(event)
+    assert headers["Content-Type"] == "application/json"
+    assert "ce-datacontenttype" not in headers
+    assert headers["ce-subject"] == "s%20p"
+    assert headers["ce-flag"] == "true"
+    assert headers["ce-count"] == "5"
+    assert json.loads(body) == {"k": "v"}
+
+
+def test_json_round_trip_keeps_id_time_and_data():
+    event = events.new(
+        "t", data={"k": [1, 2]}, subject="s", extensions={"djangoapp": "a"}
+    )
+    again = events.from_json(events.to_json(event))
+    assert again.get_attributes() == event.get_attributes()
+    assert again.get_data() == event.get_data()
+
+
+def test_pubsub_binary_and_fallback_to_structured():
+    event = events.new("t", data={"k": "€"}, extensions={"note": "Euro € 😀"})
+    data, attributes = events.to_pubsub(event)
+    assert attributes["ce-note"] == "Euro € 😀"  # no percent-encoding in Pub/Sub
+    assert attributes["content-type"] == "application/json"
+    assert json.loads(data) == {"k": "€"}
+
+    big = events.new("t", data={"k": 1}, extensions={"note": "x" * 1025})
+    data, attributes = events.to_pubsub(big)
+    assert attributes == {"content-type": events.STRUCTURED_JSON}
+    assert json.loads(data)["note"] == "x" * 1025
