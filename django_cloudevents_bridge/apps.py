@@ -5,6 +5,7 @@ from django.core.signals import setting_changed
 class CloudEventsBridgeConfig(AppConfig):
     name = "django_cloudevents_bridge"
     verbose_name = "CloudEvents bridge"
+    default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
         from . import checks  # noqa: F401  (registers the system checks)

@@ -12,7 +12,7 @@ from typing import Any
 from django.conf import settings
 
 DEFAULT_ENV = {"SINK_VAR": "K_SINK", "SOURCE_VAR": "K_SOURCE"}
-DELIVERY_MODES = ("on_commit",)
+DELIVERY_MODES = ("outbox", "on_commit")
 
 # Field names (fnmatch patterns, case-insensitive) that are never sent, whatever a
 # project configures: a password hash or an API token must not leave the database.
@@ -81,8 +81,28 @@ def models() -> dict[str, dict[str, Any]]:
 
 
 def delivery() -> str:
-    """``CLOUDEVENTS_DELIVERY``: how events reach the handler (``"on_commit"``)."""
-    return getattr(settings, "CLOUDEVENTS_DELIVERY", "on_commit")
+    """``CLOUDEVENTS_DELIVERY``: ``"outbox"`` (durable) or ``"on_commit"`` (direct)."""
+    return getattr(settings, "CLOUDEVENTS_DELIVERY", "outbox")
+
+
+OUTBOX_DEFAULTS: dict[str, Any] = {
+    "BATCH_SIZE": 100,  # rows claimed per round
+    "CONCURRENCY": 8,  # sends in flight at once in one relay
+    "LEASE": 60.0,  # seconds a claim lasts before another relay may take it
+    "MAX_ATTEMPTS": 15,  # then the event is parked
+    "MAX_AGE": 3 * 24 * 3600.0,  # seconds; an older failing event is parked
+    "BACKOFF": 1.0,  # first retry delay in seconds, doubled each attempt
+    "BACKOFF_MAX": 600.0,  # longest delay between attempts
+    "RETENTION": 7 * 24 * 3600.0,  # seconds delivered rows are kept
+    "POLL_INTERVAL": 1.0,  # seconds the relay sleeps when nothing is due
+    "BACKGROUND": True,  # try each event at once, off the request thread
+}
+
+
+def outbox() -> dict[str, Any]:
+    """``CLOUDEVENTS_OUTBOX``: tuning of the outbox and relay (see OUTBOX_DEFAULTS)."""
+    configured = getattr(settings, "CLOUDEVENTS_OUTBOX", None) or {}
+    return {**OUTBOX_DEFAULTS, **configured}
 
 
 def sensitive_fields() -> tuple[str, ...]:

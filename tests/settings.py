@@ -7,12 +7,32 @@ USE_TZ = True
 TIME_ZONE = "UTC"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 INSTALLED_APPS = [
+    "django.contrib.admin",
     "django.contrib.contenttypes",
     "django.contrib.auth",
+    "django.contrib.sessions",
+    "django.contrib.messages",
     "django_cloudevents_bridge",
     "tests.testapp",
 ]
-MIDDLEWARE: list[str] = []
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
 ROOT_URLCONF = "tests.urls"
 
 if os.environ.get("DATABASE") == "postgres":
@@ -32,6 +52,8 @@ else:
     }
 
 CLOUDEVENTS_HANDLER = "locmem"
+# Most emit tests watch the handler directly; the outbox tests switch to "outbox".
+CLOUDEVENTS_DELIVERY = "on_commit"
 CLOUDEVENTS_SOURCE = "/tests"
 CLOUDEVENTS_MODELS = {
     "testapp.Choice": {"signals": ["post_save", "post_delete"]},

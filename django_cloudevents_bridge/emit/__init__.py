@@ -7,7 +7,7 @@ import threading
 from collections.abc import Sequence
 from functools import partial
 
-from django.db import transaction
+from django.db import DEFAULT_DB_ALIAS, transaction
 
 from .. import conf
 from ..events import CloudEvent
@@ -21,10 +21,19 @@ _handler: BaseHandler | None = None
 
 
 def emit(events: Sequence[CloudEvent], *, using: str | None = None) -> None:
-    """Deliver events after the current transaction on ``using`` commits.
+    """Deliver events once the current transaction on ``using`` commits.
 
+    ``outbox`` (default): INSERT the events in the caller's transaction, then try
+    them in the background after the commit; the relay retries what fails.
+    ``on_commit``: hand them to the handler after the commit, no retries.
     A rolled-back transaction sends nothing. Never raises: failures are logged.
     """
+    using = using or DEFAULT_DB_ALIAS
+    if conf.delivery() == "outbox":
+        from . import outbox  # imports the model: not at app-loading time
+
+        if outbox.store(events, using):
+            return
     transaction.on_commit(partial(deliver, list(events)), using=using)
 
 

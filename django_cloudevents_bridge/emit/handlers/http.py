@@ -103,8 +103,14 @@ class Handler(BaseHandler):
             headers["Authorization"] = f"Bearer {token}"
         session = self.session or requests.Session()
         try:
+            # http-webhook.md: a sender MUST NOT follow redirects. requests would
+            # turn a 301/302 into a GET and re-POST a 307/308 elsewhere.
             response = session.post(
-                sink, data=body, headers=headers, timeout=self.timeout
+                sink,
+                data=body,
+                headers=headers,
+                timeout=self.timeout,
+                allow_redirects=False,
             )
         except requests.RequestException as err:
             raise DeliveryError(_describe(err), event_id=event.get_id()) from err
@@ -130,19 +136,35 @@ class Handler(BaseHandler):
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         """System roots plus K_CA_CERTS and Knative trust bundles, if there are any."""
-        bundle = os.environ.get(CA_CERTS_VAR, "").strip()
-        directory = Path(self.ca_certs_dir) if self.ca_certs_dir else None
-        files = (
-            sorted(directory.glob("*.pem")) if directory and directory.is_dir() else []
-        )
-        if not bundle and not files:
+        bundles: list[tuple[str, str]] = []  # (where from, PEM text)
+        if os.environ.get(CA_CERTS_VAR, "").strip():
+            bundles.append((CA_CERTS_VAR, os.environ[CA_CERTS_VAR]))
+        for path in self._trust_bundle_files():
+            try:
+                bundles.append((str(path), path.read_text()))
+            except (OSError, ValueError) as err:
+                logger.warning("Ignoring the CA certificates in %s: %s", path, err)
+        if not bundles:
             return None
         context = ssl.create_default_context()
-        if bundle:
-            context.load_verify_locations(cadata=bundle)
-        for path in files:
-            context.load_verify_locations(cafile=str(path))
+        for origin, pem in bundles:
+            # As Knative's loadCertPool: a bad bundle is skipped, not fatal.
+            try:
+                context.load_verify_locations(cadata=pem)
+            except (ssl.SSLError, ValueError) as err:
+                logger.warning("Ignoring the CA certificates in %s: %s", origin, err)
         return context
+
+    def _trust_bundle_files(self) -> list[Path]:
+        # Knative mounts every key of every trust-bundle ConfigMap as a file, whatever
+        # its name (ca.crt as well as *.pem); skip Kubernetes' hidden ..data entries.
+        if not self.ca_certs_dir:
+            return []
+        try:
+            entries = sorted(Path(self.ca_certs_dir).iterdir())
+        except OSError:  # usually: not mounted
+            return []
+        return [p for p in entries if not p.name.startswith(".") and p.is_file()]
 
 
 class _ContextAdapter(HTTPAdapter):

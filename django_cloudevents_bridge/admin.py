@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
+
+from .emit.outbox import retry
+from .models import OutboxEvent
+
+
+@admin.register(OutboxEvent)
+class OutboxEventAdmin(admin.ModelAdmin):
+    list_display = (
+        "event_id",
+        "type",
+        "subject",
+        "status",
+        "attempts",
+        "created_at",
+        "next_attempt_at",
+        "delivered_at",
+    )
+    list_filter = ("status", "type")
+    search_fields = ("event_id", "subject", "type")
+    date_hierarchy = "created_at"
+    actions = ("retry_events", "park_events")
+    readonly_fields = [field.name for field in OutboxEvent._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # rows come from model changes, not from the admin
+
+    @admin.action(description="Retry selected events now (same event id)")
+    def retry_events(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        count = retry(queryset.exclude(status=OutboxEvent.Status.DELIVERED))
+        self.message_user(
+            request, f"{count} event(s) will be retried.", messages.SUCCESS
+        )
+
+    @admin.action(description="Park selected events (stop retrying)")
+    def park_events(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        count = queryset.filter(status=OutboxEvent.Status.PENDING).update(
+            status=OutboxEvent.Status.PARKED,
+            last_error="parked by hand",
+            next_attempt_at=timezone.now(),
+        )
+        self.message_user(request, f"{count} event(s) parked.", messages.SUCCESS)

@@ -1,0 +1,271 @@
+"""Drain OutboxEvent rows through the real handler: claim, send, record.
+
+Claims are leases: a row is taken by one relay (``locked_by``) until
+``locked_until``; a relay that dies leaves its rows to be reclaimed when the lease
+runs out. On PostgreSQL the claim skips rows another relay is claiming
+(``FOR UPDATE SKIP LOCKED``); everywhere, the conditional UPDATE that takes a
+row makes the claim exclusive. No lock is held while sending.
+
+Per-subject order: a row is sent only when every earlier pending row with the same
+``subject`` is sent first (in the same claim, in order) - a later change of an
+object never overtakes an earlier one that is waiting for a retry. A parked row
+no longer blocks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from .. import conf, events, signals
+from ..exceptions import DeliveryError
+from ..models import OutboxEvent
+from .handlers import BaseHandler
+
+logger = logging.getLogger("django_cloudevents_bridge")
+
+Status = OutboxEvent.Status
+
+
+@dataclass
+class Result:
+    """What one round did."""
+
+    claimed: int = 0
+    delivered: int = 0
+    failed: int = 0
+    parked: int = 0
+
+    def __iadd__(self, other: Result) -> Result:
+        self.claimed += other.claimed
+        self.delivered += other.delivered
+        self.failed += other.failed
+        self.parked += other.parked
+        return self
+
+
+@dataclass
+class Relay:
+    """Delivers due outbox rows through ``handler``; see the module docstring."""
+
+    handler: BaseHandler
+    using: str = DEFAULT_DB_ALIAS
+    options: dict[str, Any] = field(default_factory=conf.outbox)
+    name: str = field(
+        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}"[:60]
+    )
+
+    def run_once(self, ids: Iterable[int] | None = None) -> Result:
+        """Claim one batch of due rows (or only ``ids``), send them, record results."""
+        rows = self.claim(ids)
+        result = Result(claimed=len(rows))
+        if rows:
+            result += self.send(rows)
+        return result
+
+    def drain(self) -> Result:
+        """Run rounds until nothing is due; return the totals."""
+        total = Result()
+        while True:
+            result = self.run_once()
+            total += result
+            if result.claimed == 0:
+                return total
+
+    def claim(self, ids: Iterable[int] | None = None) -> list[OutboxEvent]:
+        """Take up to BATCH_SIZE due rows for this relay, respecting subject order."""
+        now = timezone.now()
+        token = f"{self.name}:{uuid.uuid4().hex[:12]}"
+        rows = OutboxEvent.objects.using(self.using)
+        due = rows.filter(status=Status.PENDING, next_attempt_at__lte=now).filter(
+            Q(locked_until__isnull=True) | Q(locked_until__lt=now)
+        )
+        if ids is not None:
+            due = due.filter(pk__in=list(ids))
+        with transaction.atomic(using=self.using):
+            candidates = due.order_by("pk")
+            if connections[self.using].features.has_select_for_update_skip_locked:
+                candidates = candidates.select_for_update(skip_locked=True)
+            found = list(
+                candidates.values_list("pk", "subject")[: self.options["BATCH_SIZE"]]
+            )
+            chosen = in_subject_order(found, self._pending_before(found))
+            if not chosen:
+                return []
+            # Conditional: a row another relay took meanwhile is not taken twice.
+            due.filter(pk__in=chosen).update(
+                locked_by=token,
+                locked_until=now + timedelta(seconds=self.options["LEASE"]),
+            )
+        return list(rows.filter(locked_by=token).order_by("pk"))
+
+    def _pending_before(self, found: list[tuple[int, str]]) -> dict[str, list[int]]:
+        """For each subject in ``found``, the pending row ids before its last row."""
+        last: dict[str, int] = {}
+        for pk, subject in found:
+            if subject:
+                last[subject] = pk
+        if not last:
+            return {}
+        earlier = (
+            OutboxEvent.objects.using(self.using)
+            .filter(
+                status=Status.PENDING, subject__in=list(last), pk__lt=max(last.values())
+            )
+            .values_list("pk", "subject")
+        )
+        pending: dict[str, list[int]] = defaultdict(list)
+        for pk, subject in earlier:
+            pending[subject].append(pk)
+        return pending
+
+    def send(self, rows: Sequence[OutboxEvent]) -> Result:
+        """Send claimed rows: subjects in parallel, each subject's rows in order."""
+        groups: dict[Any, list[OutboxEvent]] = defaultdict(list)
+        for row in rows:
+            groups[row.subject or ("row", row.pk)].append(row)
+        if getattr(self.handler, "batch", False):
+            outcomes = [self._send_group(list(rows))]  # one request, in order
+        elif len(groups) == 1 or self.options["CONCURRENCY"] <= 1:
+            outcomes = [self._send_group(group) for group in groups.values()]
+        else:
+            workers = min(self.options["CONCURRENCY"], len(groups))
+            with ThreadPoolExecutor(workers, thread_name_prefix="dce-relay") as pool:
+                outcomes = list(pool.map(self._send_group, groups.values()))
+        result = Result()
+        delivered = [row for sent, _failure in outcomes for row in sent]
+        self._mark_delivered(delivered)
+        result.delivered = len(delivered)
+        for _sent, failure in outcomes:
+            if failure is not None:
+                row, error, untried = failure
+                parked = self._mark_failed(row, error)
+                result.failed += 1
+                result.parked += int(parked)
+                self._release(untried)
+        return result
+
+    def _send_group(
+        self, group: list[OutboxEvent]
+    ) -> tuple[
+        list[OutboxEvent], tuple[OutboxEvent, DeliveryError, list[OutboxEvent]] | None
+    ]:
+        """Send rows in order; stop at the first failure (later rows wait for it)."""
+        try:
+            batch = [events.from_json(row.event) for row in group]
+            sent = self.handler.send_events(batch)
+        except DeliveryError as err:
+            done = group[: err.delivered]
+            return done, (group[err.delivered], err, group[err.delivered + 1 :])
+        except Exception as err:  # a bug in a handler must not stop the relay
+            logger.exception("Handler %r failed", self.handler)
+            error = DeliveryError(f"{type(err).__name__}: {err}")
+            return [], (group[0], error, group[1:])
+        return group[:sent], None
+
+    def _mark_delivered(self, rows: list[OutboxEvent]) -> None:
+        if not rows:
+            return
+        now = timezone.now()
+        OutboxEvent.objects.using(self.using).filter(
+            pk__in=[row.pk for row in rows]
+        ).update(
+            status=Status.DELIVERED,
+            delivered_at=now,
+            attempts=F("attempts") + 1,
+            locked_until=None,
+            last_error="",
+        )
+        for row in rows:
+            logger.debug(
+                "CloudEvent %s delivered (attempt %d)", row.event_id, row.attempts + 1
+            )
+            signals.event_delivered.send_robust(OutboxEvent, outbox_event=row)
+
+    def _mark_failed(self, row: OutboxEvent, error: DeliveryError) -> bool:
+        """Record a failed attempt; park the row if it is out of attempts or too old."""
+        now = timezone.now()
+        attempts = row.attempts + 1
+        age = (now - row.created_at).total_seconds()
+        park = (
+            attempts >= self.options["MAX_ATTEMPTS"] or age >= self.options["MAX_AGE"]
+        )
+        delay = retry_delay(attempts, error.retry_after, self.options)
+        OutboxEvent.objects.using(self.using).filter(pk=row.pk).update(
+            attempts=attempts,
+            last_error=error.reason[:2000],
+            locked_until=None,
+            status=Status.PARKED if park else Status.PENDING,
+            next_attempt_at=now if park else now + timedelta(seconds=delay),
+        )
+        row.attempts, row.last_error = attempts, error.reason
+        if park:
+            logger.error(
+                "CloudEvent %s parked after %d attempts: %s",
+                row.event_id,
+                attempts,
+                error.reason,
+            )
+            signals.event_parked.send_robust(OutboxEvent, outbox_event=row)
+        else:
+            logger.warning(
+                "CloudEvent %s attempt %d failed, retry in %.1fs: %s",
+                row.event_id,
+                attempts,
+                delay,
+                error.reason,
+            )
+        return park
+
+    def _release(self, rows: list[OutboxEvent]) -> None:
+        """Give back untried rows (an earlier row of their subject failed)."""
+        if rows:
+            OutboxEvent.objects.using(self.using).filter(
+                pk__in=[row.pk for row in rows]
+            ).update(locked_until=None)
+
+
+def in_subject_order(
+    found: list[tuple[int, str]], pending_before: dict[str, list[int]]
+) -> list[int]:
+    """Keep a found row only if every earlier pending row of its subject is kept too."""
+    kept: list[int] = []
+    kept_by_subject: dict[str, set[int]] = defaultdict(set)
+    blocked: set[str] = set()
+    for pk, subject in found:
+        if not subject:
+            kept.append(pk)
+            continue
+        if subject in blocked:
+            continue
+        earlier = [p for p in pending_before.get(subject, ()) if p < pk]
+        if all(p in kept_by_subject[subject] for p in earlier):
+            kept.append(pk)
+            kept_by_subject[subject].add(pk)
+        else:
+            blocked.add(subject)
+    return kept
+
+
+def retry_delay(
+    attempts: int, retry_after: float | None, options: dict[str, Any]
+) -> float:
+    """Exponential backoff with jitter; a longer Retry-After from the sink wins."""
+    ceiling = min(options["BACKOFF_MAX"], options["BACKOFF"] * 2 ** (attempts - 1))
+    delay = random.uniform(ceiling / 2, ceiling)  # "equal jitter": spread, never ~0
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, options["MAX_AGE"]))
+    return delay

@@ -1,0 +1,77 @@
+"""``manage.py cloudevents_relay``: deliver the outbox through the handler."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+from django.db import DEFAULT_DB_ALIAS, connections
+
+from ... import conf
+from ...emit.handlers import get_handler
+from ...emit.outbox import prune
+from ...emit.relay import Relay, Result
+
+PRUNE_EVERY = 300.0  # seconds between retention sweeps while running
+
+
+class Command(BaseCommand):
+    help = (
+        "Deliver pending CloudEvents from the outbox. With --once, drain and exit; "
+        "otherwise run until SIGTERM/SIGINT, finishing the batch in hand."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--once", action="store_true", help="drain and exit")
+        parser.add_argument("--batch-size", type=int, help="rows claimed per round")
+        parser.add_argument("--concurrency", type=int, help="sends in flight at once")
+        parser.add_argument(
+            "--interval", type=float, help="idle poll interval, seconds"
+        )
+        parser.add_argument("--database", default=DEFAULT_DB_ALIAS)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        settings = conf.outbox()
+        for key in ("batch_size", "concurrency", "interval"):
+            if options[key] is not None:
+                name = "POLL_INTERVAL" if key == "interval" else key.upper()
+                settings[name] = options[key]
+        stop = threading.Event()
+        with get_handler(**conf.handler_options()) as handler:
+            relay = Relay(handler, using=options["database"], options=settings)
+            if options["once"]:
+                self.report(relay.drain())
+                return
+            self.trap(stop)
+            self.loop(relay, stop, settings["POLL_INTERVAL"])
+        connections[options["database"]].close()
+
+    def loop(self, relay: Relay, stop: threading.Event, interval: float) -> None:
+        total = Result()
+        next_prune = 0.0
+        while not stop.is_set():
+            if time.monotonic() >= next_prune:
+                prune(relay.using)
+                next_prune = time.monotonic() + PRUNE_EVERY
+            result = relay.run_once()
+            total += result
+            if result.claimed == 0:
+                stop.wait(interval)
+        self.report(total)
+
+    def trap(self, stop: threading.Event) -> None:
+        def on_signal(signum: int, frame: Any) -> None:
+            self.stderr.write(f"{signal.Signals(signum).name}: finishing the batch")
+            stop.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    def report(self, result: Result) -> None:
+        self.stdout.write(
+            f"claimed {result.claimed}, delivered {result.delivered}, "
+            f"failed {result.failed}, parked {result.parked}"
+        )

@@ -1,0 +1,382 @@
+"""The outbox: one INSERT in the caller's transaction, then delivery that loses nothing.
+
+Every test delivers to a real HTTP sink on a loopback port and asserts on what the
+sink received: all committed events, with their original ids, in subject order.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+
+import pytest
+from django.core.management import call_command
+from django.db import connection, transaction
+from django.utils import timezone
+
+from django_cloudevents_bridge import signals
+from django_cloudevents_bridge.emit import handlers, outbox
+from django_cloudevents_bridge.emit.relay import Relay, in_subject_order, retry_delay
+from django_cloudevents_bridge.models import OutboxEvent
+from tests.sink import Fault, Sink
+from tests.testapp.models import Choice, Question
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+FAST = {"BACKGROUND": False, "BACKOFF": 0.001, "BACKOFF_MAX": 0.002}
+NOW = datetime.datetime(2026, 11, 1, tzinfo=datetime.UTC)
+
+
+@pytest.fixture
+def relay_settings(settings, http_sink):
+    """Outbox delivery with the background attempt off: the test drives the relay."""
+    settings.CLOUDEVENTS_DELIVERY = "outbox"
+    settings.CLOUDEVENTS_OUTBOX = dict(FAST)
+    return settings
+
+
+def relay(settings, **overrides) -> Relay:
+    handler = handlers.get_handler(**settings.CLOUDEVENTS_HANDLER_OPTIONS)
+    options = {**outbox.conf.outbox(), **overrides}
+    return Relay(handler, options=options)
+
+
+def drain_until_quiet(settings, rounds: int = 50, **overrides) -> None:
+    """Run the relay until nothing is pending (retries included)."""
+    worker = relay(settings, **overrides)
+    for _ in range(rounds):
+        worker.drain()
+        if not OutboxEvent.objects.filter(status="pending").exists():
+            return
+        time.sleep(0.005)
+    raise AssertionError("events still pending")
+
+
+def ask(text: str = "q") -> Question:
+    return Question.objects.create(question_text=text, pub_date=NOW)
+
+
+def test_outbox_is_the_default(settings, http_sink):
+    del settings.CLOUDEVENTS_DELIVERY
+    settings.CLOUDEVENTS_OUTBOX = {"BACKGROUND": False}
+    question = ask()
+    row = OutboxEvent.objects.get()
+    assert row.status == "pending"
+    assert row.subject == f"DCE:testapp.question/{question.pk}"
+    assert http_sink.received == []
+
+
+def test_save_adds_exactly_one_insert(relay_settings, django_assert_num_queries):
+    ask()  # the first save looks up the outbox table once per process
+    with django_assert_num_queries(2):  # the model's INSERT and the outbox's
+        ask()
+
+
+def test_save_does_not_wait_for_a_stalled_sink(settings, http_sink):
+    settings.CLOUDEVENTS_DELIVERY = "outbox"
+    settings.CLOUDEVENTS_HANDLER_OPTIONS = {"timeout": 2.0, "oidc_token_path": None}
+    http_sink.faults.append(Fault(delay=1.5))
+    started = time.monotonic()
+    ask()
+    took = time.monotonic() - started
+    assert took < 1.0  # the request thread never waited for the 1.5 s stall
+    assert outbox.background.wait(10)
+    assert OutboxEvent.objects.get().status == "delivered"
+
+
+def test_background_attempt_delivers_right_after_commit(settings, http_sink):
+    settings.CLOUDEVENTS_DELIVERY = "outbox"
+    with transaction.atomic():
+        question = ask()
+        Choice.objects.create(question=question, choice_text="a")
+    assert outbox.background.wait(10)
+    received = http_sink.wait_for(2)
+    assert [r.problems for r in received] == [[], []]
+    rows = list(OutboxEvent.objects.order_by("pk"))
+    assert [r.status for r in rows] == ["delivered", "delivered"]
+    # Two subjects go out in parallel: compare ids, not arrival order.
+    assert {r.attributes["id"] for r in received} == {r.event_id for r in rows}
+    assert all(r.attempts == 1 and r.delivered_at for r in rows)
+
+
+def test_rollback_writes_no_row(relay_settings):
+    with pytest.raises(RuntimeError), transaction.atomic():
+        ask()
+        raise RuntimeError("roll back")
+    assert not OutboxEvent.objects.exists()
+
+
+def test_stored_event_is_the_complete_event(relay_settings):
+    ask("Euro € 😀")
+    row = OutboxEvent.objects.get()
+    event = outbox.events.from_json(row.event)
+    assert event.get_id() == row.event_id
+    assert event.get_type() == row.type == "django.orm.post_save"
+    assert event.get_extension("djangomodel") == "question"
+    assert event.get_data()["data"]["question_text"] == "Euro € 😀"
+
+
+def test_a_run_of_503s_then_success_keeps_the_id(relay_settings, http_sink):
+    http_sink.faults.extend([Fault(status=503), Fault(status=503), Fault(status=500)])
+    ask()
+    row = OutboxEvent.objects.get()
+    drain_until_quiet(relay_settings)
+    [received] = http_sink.received
+    assert received.attributes["id"] == row.event_id
+    row.refresh_from_db()
+    assert (row.status, row.attempts, row.last_error) == ("delivered", 4, "")
+    assert http_sink.attempts == 4
+
+
+def test_failure_is_recorded_with_backoff(relay_settings, http_sink):
+    relay_settings.CLOUDEVENTS_OUTBOX = {"BACKGROUND": False, "BACKOFF": 30}
+    http_sink.faults.append(Fault(status=503, body=b"try later"))
+    ask()
+    before = timezone.now()
+    result = relay(relay_settings).run_once()
+    assert (result.claimed, result.delivered, result.failed) == (1, 0, 1)
+    row = OutboxEvent.objects.get()
+    assert row.status == "pending" and row.attempts == 1
+    assert "503" in row.last_error and "try later" in row.last_error
+    assert row.locked_until is None
+    wait = (row.next_attempt_at - before).total_seconds()
+    assert 15 <= wait <= 31  # equal jitter: between half and all of the backoff
+    assert relay(relay_settings).run_once().claimed == 0  # not due yet
+
+
+def test_429_retry_after_is_honoured(relay_settings, http_sink):
+    http_sink.faults.append(Fault(status=429, headers={"Retry-After": "120"}))
+    ask()
+    before = timezone.now()
+    relay(relay_settings).run_once()
+    row = OutboxEvent.objects.get()
+    assert 119 <= (row.next_attempt_at - before).total_seconds() <= 121
+    assert "429" in row.last_error
+
+
+def test_dropped_connection_and_stalled_sink_are_retried(relay_settings, http_sink):
+    relay_settings.CLOUDEVENTS_HANDLER_OPTIONS = {
+        "timeout": (1.0, 0.3),
+        "oidc_token_path": None,
+    }
+    http_sink.faults.extend([Fault(drop=True), Fault(delay=0.6)])
+    ask()
+    worker = relay(relay_settings)
+    worker.run_once()
+    assert "connection" in OutboxEvent.objects.get().last_error.lower()
+    time.sleep(0.01)
+    worker.run_once()
+    assert "timeout" in OutboxEvent.objects.get().last_error.lower()
+    drain_until_quiet(relay_settings)
+    # The stalled request may have reached the sink late; the id never changes.
+    ids = {r.attributes["id"] for r in http_sink.received}
+    assert ids == {OutboxEvent.objects.get().event_id}
+
+
+def test_sink_down_for_a_while_then_back(relay_settings, monkeypatch):
+    down = Sink()  # bind a port, then close it: connections are refused
+    port = down.server.server_address[1]
+    down.server.server_close()
+    monkeypatch.setenv("K_SINK", f"http://127.0.0.1:{port}/")
+    questions = [ask(str(n)) for n in range(5)]
+    worker = relay(relay_settings)
+    for _ in range(3):
+        assert worker.run_once().failed == 5
+        time.sleep(0.005)
+    assert set(OutboxEvent.objects.values_list("status", flat=True)) == {"pending"}
+
+    back = Sink(port=port).start()
+    try:
+        drain_until_quiet(relay_settings)
+        received = back.wait_for(5)
+    finally:
+        back.stop()
+    subjects = [r.attributes["subject"] for r in received]
+    assert sorted(subjects) == sorted(f"DCE:testapp.question/{q.pk}" for q in questions)
+    assert {r.attributes["id"] for r in received} == set(
+        OutboxEvent.objects.values_list("event_id", flat=True)
+    )
+
+
+def test_subject_order_holds_across_a_failure(relay_settings, http_sink):
+    question = ask("v1")
+    for version in ("v2", "v3"):
+        question.question_text = version
+        question.save()
+    other = ask("other")
+    http_sink.faults.append(Fault(status=503))  # the first send (v1) fails
+
+    # One send at a time, so the fault surely hits v1 (subjects go in id order).
+    first = relay(relay_settings, CONCURRENCY=1).run_once()
+    # v1 failed; v2 and v3 were not tried; the other subject went through.
+    assert (first.claimed, first.delivered, first.failed) == (4, 1, 1)
+    assert OutboxEvent.objects.filter(locked_until__isnull=False).count() == 0
+    assert [r.attributes["subject"] for r in http_sink.received] == [
+        f"DCE:testapp.question/{other.pk}"
+    ]
+    drain_until_quiet(relay_settings)
+    texts = [
+        r.event.get_data()["data"]["question_text"]
+        for r in http_sink.received
+        if r.attributes["subject"] == f"DCE:testapp.question/{question.pk}"
+    ]
+    assert texts == ["v1", "v2", "v3"]
+
+
+def test_parked_after_max_attempts_then_retried_by_command(relay_settings, http_sink):
+    relay_settings.CLOUDEVENTS_OUTBOX = {**FAST, "MAX_ATTEMPTS": 3}
+    http_sink.faults.extend([Fault(status=500)] * 3)
+    parked = []
+
+    def on_parked(sender, outbox_event, **kwargs):
+        parked.append(outbox_event)
+
+    signals.event_parked.connect(on_parked)
+    ask()
+    question = Question.objects.get()
+    question.question_text = "later change"
+    question.save()  # same subject: must not be blocked by the parked event
+
+    drain_until_quiet(relay_settings)
+    first, second = OutboxEvent.objects.order_by("pk")
+    assert (first.status, first.attempts) == ("parked", 3)
+    assert "500" in first.last_error
+    signals.event_parked.disconnect(on_parked)
+    assert [row.pk for row in parked] == [first.pk]
+    assert second.status == "delivered"
+
+    call_command("cloudevents_outbox", "retry", "--id", first.event_id)
+    first.refresh_from_db()
+    assert (first.status, first.attempts) == ("pending", 0)
+    drain_until_quiet(relay_settings)
+    ids = [r.attributes["id"] for r in http_sink.received]
+    assert ids == [second.event_id, first.event_id]
+
+
+def test_too_old_events_are_parked(relay_settings, http_sink):
+    relay_settings.CLOUDEVENTS_OUTBOX = {**FAST, "MAX_AGE": 60}
+    http_sink.faults.append(Fault(status=503))
+    ask()
+    OutboxEvent.objects.update(created_at=timezone.now() - datetime.timedelta(hours=1))
+    relay(relay_settings).run_once()
+    assert OutboxEvent.objects.get().status == "parked"
+
+
+def test_delivered_signal(relay_settings, http_sink):
+    seen = []
+
+    def on_delivered(sender, outbox_event, **kwargs):
+        seen.append(outbox_event.event_id)
+
+    signals.event_delivered.connect(on_delivered)
+    try:
+        ask()
+        relay(relay_settings).drain()
+    finally:
+        signals.event_delivered.disconnect(on_delivered)
+    assert seen == [OutboxEvent.objects.get().event_id]
+
+
+def test_a_lease_held_by_a_live_relay_is_respected_and_an_expired_one_reclaimed(
+    relay_settings, http_sink
+):
+    ask()
+    OutboxEvent.objects.update(
+        locked_by="other", locked_until=timezone.now() + datetime.timedelta(minutes=1)
+    )
+    assert relay(relay_settings).run_once().claimed == 0
+    OutboxEvent.objects.update(
+        locked_until=timezone.now() - datetime.timedelta(seconds=1)
+    )
+    assert relay(relay_settings).run_once().delivered == 1
+
+
+def test_a_handler_bug_does_not_stop_the_relay(relay_settings):
+    def broken(event):
+        raise KeyError("bug")
+
+    relay_settings.CLOUDEVENTS_HANDLER = broken
+    relay_settings.CLOUDEVENTS_HANDLER_OPTIONS = {}
+    ask()
+    result = relay(relay_settings).run_once()
+    assert result.failed == 1
+    assert "KeyError" in OutboxEvent.objects.get().last_error
+
+
+def test_missing_table_falls_back_to_direct_delivery(settings, sent_events, caplog):
+    settings.CLOUDEVENTS_DELIVERY = "outbox"
+    outbox._tables[connection.alias] = False
+    try:
+        with transaction.atomic():
+            ask()
+    finally:
+        del outbox._tables[connection.alias]
+    assert [e.get_type() for e in sent_events] == ["django.orm.post_save"]
+    assert not OutboxEvent.objects.exists()
+
+
+def test_relay_command_once(relay_settings, http_sink, capsys):
+    for n in range(3):
+        ask(str(n))
+    call_command("cloudevents_relay", "--once")
+    assert "claimed 3, delivered 3, failed 0, parked 0" in capsys.readouterr().out
+    assert len(http_sink.received) == 3
+
+
+def test_outbox_command_stats_and_purge(relay_settings, http_sink, capsys):
+    ask()
+    ask()
+    call_command("cloudevents_outbox", "stats", "--json")
+    assert '"pending": 2' in capsys.readouterr().out
+    relay(relay_settings).drain()
+    OutboxEvent.objects.filter(pk=OutboxEvent.objects.first().pk).update(
+        delivered_at=timezone.now() - datetime.timedelta(days=10)
+    )
+    call_command("cloudevents_outbox", "purge")
+    assert "1 delivered event(s) deleted" in capsys.readouterr().out
+    call_command("cloudevents_outbox", "purge", "--days", "0")
+    assert OutboxEvent.objects.count() == 0
+
+
+def test_admin_lists_filters_and_acts(relay_settings, http_sink, admin_client):
+    ask()
+    ask()
+    first, second = OutboxEvent.objects.order_by("pk")
+    response = admin_client.get(
+        "/admin/django_cloudevents_bridge/outboxevent/?status=pending"
+    )
+    assert response.status_code == 200
+    assert first.event_id in response.content.decode()
+    admin_client.post(
+        "/admin/django_cloudevents_bridge/outboxevent/",
+        {"action": "park_events", "_selected_action": [first.pk]},
+    )
+    first.refresh_from_db()
+    assert first.status == "parked"
+    admin_client.post(
+        "/admin/django_cloudevents_bridge/outboxevent/",
+        {"action": "retry_events", "_selected_action": [first.pk, second.pk]},
+    )
+    assert set(OutboxEvent.objects.values_list("status", flat=True)) == {"pending"}
+
+
+@pytest.mark.parametrize(
+    "found, before, kept",
+    [
+        ([(1, "a"), (2, "a"), (3, "b")], {"a": [1]}, [1, 2, 3]),
+        ([(2, "a"), (3, "b")], {"a": [1]}, [3]),  # 1 is pending but not ours
+        ([(1, "a"), (3, "a")], {"a": [1, 2]}, [1]),  # 2 waits between them
+        ([(1, ""), (2, "")], {}, [1, 2]),  # no subject, no order constraint
+    ],
+)
+def test_in_subject_order(found, before, kept):
+    assert in_subject_order(found, before) == kept
+
+
+def test_retry_delay_grows_and_is_capped():
+    options = {"BACKOFF": 1.0, "BACKOFF_MAX": 8.0, "MAX_AGE": 100.0}
+    assert 0.5 <= retry_delay(1, None, options) <= 1.0
+    assert 2.0 <= retry_delay(3, None, options) <= 4.0
+    assert 4.0 <= retry_delay(30, None, options) <= 8.0
+    assert retry_delay(1, 50.0, options) == 50.0
+    assert retry_delay(1, 5000.0, options) == 100.0
