@@ -12,7 +12,7 @@ import logging
 import os
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -29,6 +29,7 @@ logger = logging.getLogger("django_cloudevents_bridge")
 SPECVERSION = "1.0"
 JSON = "application/json"
 STRUCTURED_JSON = "application/cloudevents+json; charset=UTF-8"
+BATCH_JSON = "application/cloudevents-batch+json; charset=UTF-8"
 # The spec's context attributes, in the order event-display prints them.
 DISPLAY_ORDER = ("specversion", "type", "source", "subject", "id", "time") + (
     "datacontenttype",
@@ -146,6 +147,12 @@ def to_http(
         else:
             headers[f"ce-{name}"] = quote(canonical(value), safe=_HEADER_SAFE)
     return headers, data_bytes(event)
+
+
+def to_http_batch(batch: Sequence[CloudEvent]) -> tuple[dict[str, str], bytes]:
+    """Headers and body of one batched-mode request (JSON batch format)."""
+    body = b"[" + b",".join(to_json(event) for event in batch) + b"]"
+    return {"Content-Type": BATCH_JSON}, body
 
 
 def to_pubsub(

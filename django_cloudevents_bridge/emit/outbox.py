@@ -134,10 +134,13 @@ class Background:
             for using, ids in items:
                 pending.setdefault(using, []).extend(ids)
             for using, ids in pending.items():
+                relay = Relay(shared_handler(), using=using)
                 try:
-                    Relay(shared_handler(), using=using).run_once(ids=ids)
+                    relay.run_once(ids=ids)
                 except Exception:
                     logger.exception("Immediate delivery failed; the relay will retry")
+                finally:
+                    relay.close()
             if self.queue.empty():
                 for using in pending:  # idle: give back this thread's connections
                     connections[using].close()

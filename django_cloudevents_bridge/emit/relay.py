@@ -58,6 +58,16 @@ class Result:
 
 
 @dataclass
+class Outcome:
+    """How sending one group of rows went."""
+
+    sent: list[OutboxEvent]
+    failed: list[OutboxEvent] = field(default_factory=list)
+    error: DeliveryError | None = None
+    untried: list[OutboxEvent] = field(default_factory=list)
+
+
+@dataclass
 class Relay:
     """Delivers due outbox rows through ``handler``; see the module docstring."""
 
@@ -67,6 +77,7 @@ class Relay:
     name: str = field(
         default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}"[:60]
     )
+    _pool: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
 
     def run_once(self, ids: Iterable[int] | None = None) -> Result:
         """Claim one batch of due rows (or only ``ids``), send them, record results."""
@@ -142,39 +153,49 @@ class Relay:
         elif len(groups) == 1 or self.options["CONCURRENCY"] <= 1:
             outcomes = [self._send_group(group) for group in groups.values()]
         else:
-            workers = min(self.options["CONCURRENCY"], len(groups))
-            with ThreadPoolExecutor(workers, thread_name_prefix="dce-relay") as pool:
-                outcomes = list(pool.map(self._send_group, groups.values()))
-        result = Result()
-        delivered = [row for sent, _failure in outcomes for row in sent]
+            outcomes = list(self._executor().map(self._send_group, groups.values()))
+        delivered = [row for outcome in outcomes for row in outcome.sent]
         self._mark_delivered(delivered)
-        result.delivered = len(delivered)
-        for _sent, failure in outcomes:
-            if failure is not None:
-                row, error, untried = failure
-                parked = self._mark_failed(row, error)
+        result = Result(delivered=len(delivered))
+        for outcome in outcomes:
+            for row in outcome.failed:
+                assert outcome.error is not None
                 result.failed += 1
-                result.parked += int(parked)
-                self._release(untried)
+                result.parked += int(self._mark_failed(row, outcome.error))
+            self._release(outcome.untried)
         return result
 
-    def _send_group(
-        self, group: list[OutboxEvent]
-    ) -> tuple[
-        list[OutboxEvent], tuple[OutboxEvent, DeliveryError, list[OutboxEvent]] | None
-    ]:
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(
+                self.options["CONCURRENCY"], thread_name_prefix="dce-relay"
+            )
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the relay's send threads (the handler is the caller's to close)."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def _send_group(self, group: list[OutboxEvent]) -> Outcome:
         """Send rows in order; stop at the first failure (later rows wait for it)."""
         try:
-            batch = [events.from_json(row.event) for row in group]
-            sent = self.handler.send_events(batch)
+            sent = self.handler.send_events([events.from_json(r.event) for r in group])
         except DeliveryError as err:
-            done = group[: err.delivered]
-            return done, (group[err.delivered], err, group[err.delivered + 1 :])
+            if getattr(self.handler, "batch", False):  # one request: all failed
+                return Outcome(group[: err.delivered], group[err.delivered :], err)
+            return Outcome(
+                group[: err.delivered],
+                group[err.delivered : err.delivered + 1],
+                err,
+                group[err.delivered + 1 :],
+            )
         except Exception as err:  # a bug in a handler must not stop the relay
             logger.exception("Handler %r failed", self.handler)
             error = DeliveryError(f"{type(err).__name__}: {err}")
-            return [], (group[0], error, group[1:])
-        return group[:sent], None
+            return Outcome([], group[:1], error, group[1:])
+        return Outcome(group[:sent])
 
     def _mark_delivered(self, rows: list[OutboxEvent]) -> None:
         if not rows:

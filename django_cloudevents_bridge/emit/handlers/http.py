@@ -26,6 +26,7 @@ logger = logging.getLogger("django_cloudevents_bridge")
 
 MODES = ("binary", "structured")
 CA_CERTS_VAR = "K_CA_CERTS"
+POOL_SIZE = 64
 _warned_no_sink = False
 
 
@@ -35,7 +36,9 @@ class Handler(BaseHandler):
     Options (``CLOUDEVENTS_HANDLER_OPTIONS``): ``sink`` (else the env var named by
     ``CLOUDEVENTS_ENV["SINK_VAR"]``), ``mode`` (``"binary"`` or ``"structured"``),
     ``timeout`` (seconds, or a ``(connect, read)`` pair), ``oidc_token_path``,
-    ``ca_certs_dir`` (Knative trust bundles) and ``headers`` (sent with each request).
+    ``ca_certs_dir`` (Knative trust bundles), ``headers`` (sent with each request)
+    and ``batch`` (send each call's events as one ``application/cloudevents-batch+json``
+    request: only for a sink that asked for batches; Knative's broker does not).
     """
 
     def __init__(
@@ -47,6 +50,7 @@ class Handler(BaseHandler):
         oidc_token_path: str | None = "/oidc/token",
         ca_certs_dir: str | None = "/knative-custom-certs",
         headers: dict[str, str] | None = None,
+        batch: bool = False,
         **options: Any,
     ) -> None:
         super().__init__(**options)
@@ -60,7 +64,9 @@ class Handler(BaseHandler):
         self.oidc_token_path = oidc_token_path
         self.ca_certs_dir = ca_certs_dir
         self.headers = dict(headers or {})
+        self.batch = bool(batch)
         self.session: requests.Session | None = None
+        self._environ: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
 
     def open(self) -> bool:
@@ -68,9 +74,19 @@ class Handler(BaseHandler):
             if self.session is not None:
                 return False
             session = requests.Session()
+            # Proxies and CA bundle come from the environment once per sink (see
+            # _environment), not on every request as requests would do.
+            session.trust_env = False
+            # Room for a relay's concurrent sends to keep their connections alive.
+            session.mount("http://", HTTPAdapter(pool_maxsize=POOL_SIZE))
             context = self._ssl_context()
-            if context is not None:
-                session.mount("https://", _ContextAdapter(context))
+            session.mount(
+                "https://",
+                HTTPAdapter(pool_maxsize=POOL_SIZE)
+                if context is None
+                else _ContextAdapter(context),
+            )
+            self._environ.clear()
             self.session = session
             return True
 
@@ -86,6 +102,11 @@ class Handler(BaseHandler):
             _warn_no_sink()
             raise DeliveryError(f"no sink: {conf.env()['SINK_VAR']} is not set")
         self.open()
+        if self.batch:
+            if events:
+                headers, body = ce.to_http_batch(events)
+                self._post(sink, headers, body, events[0].get_id())
+            return len(events)
         for sent, event in enumerate(events):
             try:
                 self.send(sink, event)
@@ -97,30 +118,51 @@ class Handler(BaseHandler):
     def send(self, sink: str, event: CloudEvent) -> None:
         """POST one event; raise DeliveryError on a transport error or non-2xx."""
         headers, body = ce.to_http(event, structured=self.structured)
+        self._post(sink, headers, body, event.get_id())
+
+    def _post(
+        self, sink: str, headers: dict[str, str], body: bytes, event_id: str
+    ) -> None:
         headers.update(self.headers)
         token = self._oidc_token()
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        session = self.session or requests.Session()
+        if self.session is None:
+            self.open()
+        assert self.session is not None
         try:
             # http-webhook.md: a sender MUST NOT follow redirects. requests would
             # turn a 301/302 into a GET and re-POST a 307/308 elsewhere.
-            response = session.post(
+            response = self.session.post(
                 sink,
                 data=body,
                 headers=headers,
                 timeout=self.timeout,
                 allow_redirects=False,
+                **self._environment(sink),
             )
         except requests.RequestException as err:
-            raise DeliveryError(_describe(err), event_id=event.get_id()) from err
+            raise DeliveryError(_describe(err), event_id=event_id) from err
         if not 200 <= response.status_code < 300:
             raise DeliveryError(
                 f"HTTP {response.status_code} {response.reason or ''}".rstrip()
                 + _excerpt(response.text),
-                event_id=event.get_id(),
+                event_id=event_id,
                 retry_after=retry_after(response.headers.get("Retry-After")),
             )
+
+    def _environment(self, sink: str) -> dict[str, Any]:
+        """Proxies and CA bundle for ``sink`` from the environment, read once."""
+        found = self._environ.get(sink)
+        if found is None:
+            verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get(
+                "CURL_CA_BUNDLE"
+            )
+            found = {"proxies": requests.utils.get_environ_proxies(sink)}
+            if verify:
+                found["verify"] = verify
+            self._environ[sink] = found
+        return found
 
     def _oidc_token(self) -> str | None:
         # Read on every request: Knative refreshes the file in place.
@@ -172,7 +214,7 @@ class _ContextAdapter(HTTPAdapter):
 
     def __init__(self, context: ssl.SSLContext) -> None:
         self.context = context
-        super().__init__()
+        super().__init__(pool_maxsize=POOL_SIZE)
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         kwargs["ssl_context"] = self.context

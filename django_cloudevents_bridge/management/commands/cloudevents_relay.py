@@ -42,12 +42,15 @@ class Command(BaseCommand):
         stop = threading.Event()
         with get_handler(**conf.handler_options()) as handler:
             relay = Relay(handler, using=options["database"], options=settings)
-            if options["once"]:
-                self.report(relay.drain())
-                return
-            self.trap(stop)
-            self.loop(relay, stop, settings["POLL_INTERVAL"])
-        connections[options["database"]].close()
+            try:
+                if options["once"]:
+                    self.report(relay.drain())
+                else:
+                    self.trap(stop)
+                    self.loop(relay, stop, settings["POLL_INTERVAL"])
+            finally:
+                relay.close()
+                connections[options["database"]].close()
 
     def loop(self, relay: Relay, stop: threading.Event, interval: float) -> None:
         total = Result()
