@@ -73,7 +73,10 @@ def new(
         attributes["subject"] = subject
     if data is not None and datacontenttype:
         attributes["datacontenttype"] = datacontenttype
-    attributes.update(extensions or {})
+    for name, value in (extensions or {}).items():
+        if name in CORE_ATTRIBUTES or name == "data" or not EXTENSION_NAME.match(name):
+            raise ValueError(f"{name!r} is not a valid CloudEvents extension name")
+        attributes[name] = value
     # Knative's overrides come last: they replace same-named extensions (4.2 rule 2).
     attributes.update(overrides())
     return CloudEvent(attributes, data)
@@ -107,8 +110,17 @@ def parse_overrides(raw: str) -> tuple[tuple[tuple[str, str], ...], tuple[str, .
             problems.append(f"cannot override the attribute {name!r}")
         elif not EXTENSION_NAME.match(name):
             problems.append(f"invalid extension name {key!r}")
+        elif not isinstance(value, str):  # Knative's type is map[string]string
+            problems.append(f"the value of {name!r} is not a string")
         else:
-            cleaned.append((name, value if isinstance(value, str) else str(value)))
+            if len(name) > 20 or name[0].isdigit():  # a SHOULD, so not rejected
+                logger.warning(
+                    "%s: extension name %r should be at most 20 characters and "
+                    "start with a letter",
+                    OVERRIDES_VAR,
+                    name,
+                )
+            cleaned.append((name, value))
     for problem in problems:
         logger.warning("%s: %s; ignored", OVERRIDES_VAR, problem)
     return tuple(cleaned), tuple(problems)

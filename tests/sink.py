@@ -34,6 +34,7 @@ class Received:
     body: bytes
     event: Any = None  # the SDK's CloudEvent
     problems: list[str] = field(default_factory=list)
+    first_of_request: bool = True
 
     @property
     def attributes(self) -> dict[str, Any]:
@@ -54,7 +55,9 @@ class Fault:
 class Sink:
     """Start with ``Sink().start()``; ``url``, ``received``, ``faults``, ``stop()``."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, *, batches: bool = False) -> None:
+        self.batches = batches  # accept batched mode (a sink that solicited it)
+        self.requests = 0  # accepted requests (a batch is one request)
         self.received: list[Received] = []
         self.faults: deque[Fault] = deque()
         self.attempts = 0
@@ -100,6 +103,7 @@ class Sink:
 
     def _record(self, received: Received) -> None:
         with self._arrived:
+            self.requests += received.first_of_request
             self.received.append(received)
             self._arrived.notify_all()
 
@@ -122,7 +126,12 @@ class Sink:
                 if fault and fault.status:
                     self._answer(fault.status, fault.headers, fault.body)
                     return
-                sink._record(parse(self.command, self.path, dict(self.headers), body))
+                headers = dict(self.headers)
+                if sink.batches and is_batch(headers):
+                    for received in parse_batch(self.command, self.path, headers, body):
+                        sink._record(received)
+                else:
+                    sink._record(parse(self.command, self.path, headers, body))
                 self._answer(202, {}, b"")
 
             def _answer(
@@ -179,3 +188,25 @@ def parse(method: str, path: str, headers: dict[str, str], body: bytes) -> Recei
         message = ce_http.HTTPMessage(headers=lower, body=body)
         received.event = ce_http.from_http_event(message)
     return received
+
+
+def is_batch(headers: dict[str, str]) -> bool:
+    content_type = {k.lower(): v for k, v in headers.items()}.get("content-type", "")
+    return content_type.lower().startswith("application/cloudevents-batch")
+
+
+def parse_batch(
+    method: str, path: str, headers: dict[str, str], body: bytes
+) -> list[Received]:
+    """Split a JSON batch into one Received per event (each checked like a request)."""
+    batch = json.loads(body)
+    if not isinstance(batch, list):
+        raise ValueError("a batch must be a JSON array")
+    structured = {"content-type": "application/cloudevents+json"}
+    items = [
+        parse(method, path, structured, json.dumps(item).encode()) for item in batch
+    ]
+    for index, item in enumerate(items):
+        item.first_of_request = index == 0
+        item.headers = {k.lower(): v for k, v in headers.items()}
+    return items

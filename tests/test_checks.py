@@ -23,6 +23,7 @@ def run_all() -> list[str]:
     )
 
 
+@pytest.mark.django_db  # Django 6 runs the database checks too
 def test_default_test_settings_are_clean():
     assert run_all() == []
 
@@ -123,6 +124,7 @@ def test_models_setting_not_a_dict(settings):
     assert ids(bridge_checks.check_models()) == ["cloudevents_bridge.E005"]
 
 
+@pytest.mark.django_db
 def test_errors_stop_manage_py_check(settings):
     settings.CLOUDEVENTS_HANDLER = "no.such.Handler"
     with pytest.raises(SystemCheckError, match="cloudevents_bridge.E001"):

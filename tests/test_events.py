@@ -49,9 +49,10 @@ def test_source_order_env_then_setting_then_default(monkeypatch, settings):
         ('{"extensions": {}}', {}),
         ("{}", {}),
         (
-            '{"extensions": {"extra": "x", "Answer": 42}}',
+            '{"extensions": {"extra": "x", "Answer": "42"}}',
             {"extra": "x", "answer": "42"},
         ),
+        ('{"extensions": {"n": 42, "ok": "1"}}', {"ok": "1"}),
     ],
 )
 def test_overrides_parsing(monkeypatch, raw, expected):
@@ -68,6 +69,7 @@ def test_overrides_parsing(monkeypatch, raw, expected):
         ('{"extensions": {"type": "evil"}}', "cannot override the attribute 'type'"),
         ('{"extensions": {"data": "x"}}', "cannot override the attribute 'data'"),
         ('{"extensions": {"bad_name": "x"}}', "invalid extension name 'bad_name'"),
+        ('{"extensions": {"flag": true}}', "the value of 'flag' is not a string"),
     ],
 )
 def test_bad_overrides_are_ignored_and_logged_once(monkeypatch, caplog, raw, problem):
@@ -153,3 +155,17 @@ def test_pubsub_binary_and_fallback_to_structured():
     data, attributes = events.to_pubsub(big)
     assert attributes == {"content-type": events.STRUCTURED_JSON}
     assert json.loads(data)["note"] == "x" * 1025
+
+
+def test_long_override_names_are_kept_with_a_warning(monkeypatch, caplog):
+    monkeypatch.setenv(
+        "K_CE_OVERRIDES", '{"extensions": {"averyveryverylongname1": "x"}}'
+    )
+    assert events.overrides() == {"averyveryverylongname1": "x"}
+    assert "at most 20 characters" in caplog.text
+
+
+@pytest.mark.parametrize("name", ["type", "id", "data", "Bad", "snake_case", ""])
+def test_new_rejects_invalid_extension_names(name):
+    with pytest.raises(ValueError, match="not a valid CloudEvents extension name"):
+        events.new("t", extensions={name: "x"})

@@ -6,10 +6,12 @@ import base64
 import datetime
 import decimal
 import fnmatch
+import functools
 import ipaddress
 import math
+import re
 import uuid
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 from django.db import models
@@ -31,24 +33,49 @@ def to_dict(
     that look like secrets (see ``conf.sensitive_fields``) are never included.
     """
     deferred = instance.get_deferred_fields()
-    sensitive = conf.sensitive_fields()
-    data = {}
-    for field in instance._meta.concrete_fields:
-        name = field.name
-        if (fields is not None and name not in fields) or name in exclude:
-            continue
-        if field.attname in deferred or is_sensitive(name, sensitive):
-            continue
+    plan = _plan(
+        type(instance),
+        None if fields is None else tuple(fields),
+        tuple(exclude),
+        conf.sensitive_fields(),
+    )
+    return {
         # value_from_object() reads the attname: a FK gives its raw id, no query.
-        data[name] = to_json_safe(field.value_from_object(instance))
-    return data
+        name: to_json_safe(field.value_from_object(instance))
+        for name, field in plan
+        if field.attname not in deferred
+    }
+
+
+@functools.lru_cache(maxsize=1024)
+def _plan(
+    model: type[models.Model],
+    fields: tuple[str, ...] | None,
+    exclude: tuple[str, ...],
+    patterns: tuple[str, ...],
+) -> tuple[tuple[str, Any], ...]:
+    """Which fields of a model to send: worked out once, not on every save()."""
+    sensitive = _matcher(patterns)
+    return tuple(
+        (field.name, field)
+        for field in model._meta.concrete_fields
+        if (fields is None or field.name in fields)
+        and field.name not in exclude
+        and not sensitive(field.name.lower())
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _matcher(patterns: tuple[str, ...]) -> Callable[[str], Any]:
+    """One compiled regex for all (lower-cased) fnmatch patterns."""
+    joined = "|".join(fnmatch.translate(pattern.lower()) for pattern in patterns)
+    return re.compile(joined or "(?!)").match
 
 
 def is_sensitive(name: str, patterns: Iterable[str] | None = None) -> bool:
     """True if a field name matches a password-like pattern."""
-    lowered = name.lower()
-    patterns = conf.sensitive_fields() if patterns is None else patterns
-    return any(fnmatch.fnmatchcase(lowered, pattern.lower()) for pattern in patterns)
+    patterns = conf.sensitive_fields() if patterns is None else tuple(patterns)
+    return bool(_matcher(tuple(patterns))(name.lower()))
 
 
 def to_json_safe(value: Any) -> Any:

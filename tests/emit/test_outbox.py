@@ -380,3 +380,48 @@ def test_retry_delay_grows_and_is_capped():
     assert 4.0 <= retry_delay(30, None, options) <= 8.0
     assert retry_delay(1, 50.0, options) == 50.0
     assert retry_delay(1, 5000.0, options) == 100.0
+
+
+@pytest.fixture
+def batch_sink(relay_settings, monkeypatch):
+    server = Sink(batches=True).start()
+    monkeypatch.setenv("K_SINK", server.url)
+    relay_settings.CLOUDEVENTS_HANDLER_OPTIONS = {
+        "batch": True,
+        "timeout": 2.0,
+        "oidc_token_path": None,
+    }
+    yield server
+    server.stop()
+
+
+def test_batched_mode_sends_one_request_per_claim(relay_settings, batch_sink):
+    questions = [ask(str(n)) for n in range(7)]
+    question = questions[0]
+    question.question_text = "edited"
+    question.save()
+    result = relay(relay_settings, BATCH_SIZE=5).drain()
+    assert result.delivered == 8
+    assert batch_sink.requests == 2  # 5 + 3
+    received = batch_sink.wait_for(8)
+    assert all(r.problems == [] for r in received)
+    assert (
+        received[0]
+        .headers["content-type"]
+        .startswith("application/cloudevents-batch+json")
+    )
+    rows = list(OutboxEvent.objects.order_by("pk"))
+    assert [r.attributes["id"] for r in received] == [row.event_id for row in rows]
+
+
+def test_a_failed_batch_backs_off_every_row(relay_settings, batch_sink):
+    relay_settings.CLOUDEVENTS_OUTBOX = {"BACKGROUND": False, "BACKOFF": 30}
+    batch_sink.faults.append(Fault(status=503))
+    for n in range(3):
+        ask(str(n))
+    result = relay(relay_settings).run_once()
+    assert (result.claimed, result.failed) == (3, 3)
+    rows = OutboxEvent.objects.all()
+    assert {(r.status, r.attempts) for r in rows} == {("pending", 1)}
+    assert all(r.next_attempt_at > timezone.now() for r in rows)
+    assert relay(relay_settings).run_once().claimed == 0  # no hot loop
