@@ -109,3 +109,14 @@ def sensitive_fields() -> tuple[str, ...]:
     """Built-in password-like patterns plus ``CLOUDEVENTS_SENSITIVE_FIELDS``."""
     extra = getattr(settings, "CLOUDEVENTS_SENSITIVE_FIELDS", None) or ()
     return ALWAYS_SENSITIVE + tuple(str(name) for name in extra)
+
+
+RECEIVER_DEFAULTS: dict[str, Any] = {
+    "MAX_BYTES": 1024 * 1024,  # larger requests get 413
+}
+
+
+def receiver() -> dict[str, Any]:
+    """``CLOUDEVENTS_RECEIVER``: the receiver's settings (see RECEIVER_DEFAULTS)."""
+    configured = getattr(settings, "CLOUDEVENTS_RECEIVER", None) or {}
+    return {**RECEIVER_DEFAULTS, **configured}

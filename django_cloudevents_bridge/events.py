@@ -204,3 +204,28 @@ def to_json(event: CloudEvent) -> bytes:
 def from_json(body: bytes | str) -> CloudEvent:
     """Read an event written by :func:`to_json`."""
     return _format.read(CloudEvent, body)  # type: ignore[return-value]
+
+
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
+)
+
+
+def parse_time(text: str) -> datetime:
+    """An RFC 3339 timestamp (offset required); ValueError if it is not one."""
+    if not _RFC3339.match(text):
+        raise ValueError(f"not an RFC 3339 timestamp: {text[:40]!r}")
+    return datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
+
+
+def from_attributes(attributes: dict[str, Any], data: Any = None) -> CloudEvent:
+    """The SDK event for attributes already checked by the caller, invented nothing.
+
+    The SDK's constructor fills in a missing ``id`` and ``time``; a receiver must
+    not invent either, so a ``time`` the sender did not set is taken out again.
+    """
+    had_time = "time" in attributes
+    event = CloudEvent(dict(attributes), data)
+    if not had_time:
+        event.get_attributes().pop("time", None)
+    return event

@@ -1,10 +1,14 @@
 """Signals to observe delivery (metrics, alerts); they never change routing.
 
-Both are sent with ``send_robust`` and the keyword argument ``outbox_event`` (the
-:class:`~django_cloudevents_bridge.models.OutboxEvent` row).
+``event_delivered`` and ``event_parked`` are sent with ``send_robust`` and the
+keyword argument ``outbox_event`` (the
+:class:`~django_cloudevents_bridge.models.OutboxEvent` row); ``event_received``
+with ``event`` (the SDK event) and ``report`` (which targets ran, were skipped as
+already done, or failed).
 """
 
 from django.dispatch import Signal
 
 event_delivered = Signal()  # an outbox event reached the sink
 event_parked = Signal()  # an outbox event stopped being retried (dead-lettered)
+event_received = Signal()  # the receiver dispatched an event to its targets

@@ -16,7 +16,10 @@ INSTALLED_APPS = [
     "tests.testapp",
 ]
 MIDDLEWARE = [
+    "django_cloudevents_bridge.middleware.ReceiverSlashMiddleware",
+    "django.middleware.common.CommonMiddleware",  # APPEND_SLASH, as most projects
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
 ]

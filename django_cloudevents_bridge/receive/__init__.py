@@ -1,0 +1,1 @@
+"""Receive: view -> parse -> store (dedupe) -> dispatch to targets."""

@@ -1,0 +1,70 @@
+"""Fan a received event out to its targets, each exactly once.
+
+Each target's work commits together with the record that it is done, so a
+redelivered event runs only the targets that have not succeeded yet, and two
+concurrent deliveries of one event never run a target twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from django.db import transaction
+
+from .. import signals
+from ..events import CloudEvent
+from ..models import ReceivedEvent
+from . import registry, store
+
+logger = logging.getLogger("django_cloudevents_bridge")
+
+
+@dataclass
+class Report:
+    """What dispatching one event did."""
+
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # done on an earlier delivery
+    failed: list[str] = field(default_factory=list)
+    replies: list[CloudEvent] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def deliver(event: CloudEvent) -> Report:
+    """Run every target that still owes work for this event.
+
+    A failing target does not stop the others; its error is recorded and the
+    report says so. Database errors of our own propagate (the caller answers
+    503 so the sender retries).
+    """
+    targets = registry.targets_for(event)
+    stored = store.record(event, [target.name for target in targets])
+    report = Report()
+    for target in targets:
+        with transaction.atomic():
+            if not store.claim(stored, target.name):
+                report.skipped.append(target.name)
+                continue
+            try:
+                with transaction.atomic():  # savepoint: a failure undoes only this
+                    reply = target.run(event)
+            except Exception as err:
+                logger.exception(
+                    "Target %s failed on CloudEvent %s (%s)",
+                    target.name,
+                    event.get_id(),
+                    event.get_type(),
+                )
+                store.fail(stored, target.name, err)
+                report.failed.append(target.name)
+                continue
+            store.done(stored, target.name)
+        report.ran.append(target.name)
+        if reply is not None:
+            report.replies.append(reply)
+    signals.event_received.send_robust(ReceivedEvent, event=event, report=report)
+    return report

@@ -1,0 +1,98 @@
+"""ReceiverView: CloudEvents in over HTTP, status codes as Knative expects them."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.db import DatabaseError
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http.response import HttpResponseBase
+from django.utils.decorators import method_decorator
+from django.views import View
+from django.views.decorators.csrf import csrf_exempt
+
+from .. import conf, emit, events
+from ..events import CloudEvent
+from . import dispatch, parse
+
+logger = logging.getLogger("django_cloudevents_bridge")
+
+
+def problem(status: int, reason: str, **headers: str) -> HttpResponse:
+    """A short JSON error body: Knative copies it into its dead-letter extension."""
+    response = JsonResponse({"error": reason[:200]}, status=status)
+    for name, value in headers.items():
+        response[name.replace("_", "-")] = value
+    return response
+
+
+@method_decorator(csrf_exempt, name="dispatch")
+class ReceiverView(View):
+    """POST CloudEvents here (binary, structured or batched mode).
+
+    202: accepted, duplicates included. 200: accepted, with a reply event.
+    400/413/415: the request is wrong and a retry will not help. 500: a target
+    failed (its error is recorded; a redelivery runs only what failed). 503: our
+    own transient trouble (database), so the sender retries.
+    """
+
+    http_method_names = ["post", "options"]
+    cloudevents_receiver = True  # found by ReceiverSlashMiddleware
+
+    def options(
+        self, request: HttpRequest, *args: Any, **kwargs: Any
+    ) -> HttpResponseBase:
+        response = super().options(request, *args, **kwargs)
+        # The CloudEvents webhook spec's abuse-protection handshake.
+        origin = request.headers.get("WebHook-Request-Origin")
+        if origin:
+            response["WebHook-Allowed-Origin"] = origin
+        return response
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        try:
+            self.authenticate(request)
+            received = parse.from_request(request, conf.receiver()["MAX_BYTES"])
+        except parse.BadEvent as err:
+            return problem(err.status, str(err))
+        except PermissionDenied as err:
+            return problem(403, str(err) or "forbidden")
+        try:
+            reports = [dispatch.deliver(event) for event in received]
+        except DatabaseError as err:
+            logger.warning("Receiver database error, asking for a retry: %s", err)
+            return problem(503, "temporarily unavailable", Retry_After="1")
+        failed = sorted({name for report in reports for name in report.failed})
+        if failed:
+            return problem(500, f"{len(failed)} target(s) failed; retry")
+        replies = [reply for report in reports for reply in report.replies]
+        return self.respond(replies, received)
+
+    def authenticate(self, request: HttpRequest) -> None:
+        """Raise PermissionDenied (403) or return; auth modes plug in here."""
+
+    def respond(
+        self, replies: list[CloudEvent], received: list[CloudEvent]
+    ) -> HttpResponse:
+        """202 with no ce- headers, or 200 with the first reply in binary mode."""
+        incoming = {(e.get_source(), e.get_id()) for e in received}
+        replies = [r for r in replies if (r.get_source(), r.get_id()) not in incoming]
+        if not replies:
+            return HttpResponse(status=202)
+        first, extra = replies[0], replies[1:]
+        if extra:
+            # One HTTP response carries one event; the others are not dropped.
+            logger.warning(
+                "%d extra reply event(s) emitted through the handler instead",
+                len(extra),
+            )
+            emit.emit(extra)
+        headers, body = events.to_http(first)
+        response = HttpResponse(body, status=200, content_type=None)
+        if "Content-Type" not in headers:
+            del response["Content-Type"]
+        for name, value in headers.items():
+            response[name] = value
+        return response
