@@ -11,6 +11,8 @@ class CloudEventsBridgeConfig(AppConfig):
         from . import checks  # noqa: F401  (registers the system checks)
         from .emit import reset_handler
         from .emit.sources import connect_models
+        from .receive.named import autodiscover
 
         connect_models()
+        autodiscover()
         setting_changed.connect(reset_handler, dispatch_uid="cloudevents_bridge.reset")

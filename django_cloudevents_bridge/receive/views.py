@@ -15,7 +15,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from .. import conf, emit, events
 from ..events import CloudEvent
-from . import dispatch, parse
+from . import auth, dispatch, parse
 
 logger = logging.getLogger("django_cloudevents_bridge")
 
@@ -71,7 +71,8 @@ class ReceiverView(View):
         return self.respond(replies, received)
 
     def authenticate(self, request: HttpRequest) -> None:
-        """Raise PermissionDenied (403) or return; auth modes plug in here."""
+        """Raise NotAuthenticated (401) or PermissionDenied (403), or return."""
+        auth.authenticate(request)
 
     def respond(
         self, replies: list[CloudEvent], received: list[CloudEvent]
