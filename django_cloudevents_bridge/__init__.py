@@ -1,11 +1,26 @@
-"""django-cloudevents-bridge: Django model changes as CloudEvents, and back."""
+"""django-cloudevents-bridge: Django model changes as CloudEvents, and back.
 
-from .emit.sources import send_cloudevent
-from .receive.named import BaseEvent, EventNotFound, ValidationError, handler, log
-from .receive.registry import register_group_handler
-from .receive.spark import register_model_event_source
+The public names are loaded on first use (PEP 562), so importing the package
+never imports models before Django's app registry is ready.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "send_cloudevent": ".emit.sources",
+    "register_group_handler": ".receive.registry",
+    "register_model_event_source": ".receive.spark",
+    "BaseEvent": ".receive.named",
+    "EventNotFound": ".receive.named",
+    "ValidationError": ".receive.named",
+    "handler": ".receive.named",
+    "log": ".receive.named",
+}
 
 __all__ = [
     "BaseEvent",
@@ -18,3 +33,18 @@ __all__ = [
     "register_model_event_source",
     "send_cloudevent",
 ]
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from .emit.sources import send_cloudevent
+    from .receive.named import BaseEvent, EventNotFound, ValidationError, handler, log
+    from .receive.registry import register_group_handler
+    from .receive.spark import register_model_event_source
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # next time, a plain attribute
+    return value

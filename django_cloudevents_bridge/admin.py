@@ -32,9 +32,9 @@ class OutboxEventAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # rows come from model changes, not from the admin
 
-    @admin.action(description="Retry selected events now (same event id)")
+    @admin.action(description="Retry selected parked events (same event id)")
     def retry_events(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
-        count = retry(queryset.exclude(status=OutboxEvent.Status.DELIVERED))
+        count = retry(queryset)  # parked rows only: pending ones may be in flight
         self.message_user(
             request, f"{count} event(s) will be retried.", messages.SUCCESS
         )

@@ -84,6 +84,33 @@ def check_delivery(app_configs: Any = None, **kwargs: Any) -> list[Any]:
 
 
 @register(Tags.compatibility)
+def check_outbox(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """``CLOUDEVENTS_OUTBOX`` is a dict of known keys with positive numbers."""
+    configured = conf.outbox_setting()
+    if configured is None:
+        return []
+    if not isinstance(configured, dict):
+        return [_outbox_error("must be a dict")]
+    errors = [
+        _outbox_error(f"unknown key {key!r}")
+        for key in sorted(set(configured) - set(conf.OUTBOX_DEFAULTS))
+    ]
+    for key, value in configured.items():
+        if key in conf.OUTBOX_DEFAULTS and key != "BACKGROUND":
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                errors.append(_outbox_error(f"{key} must be a number"))
+            elif value <= 0:
+                errors.append(_outbox_error(f"{key} must be positive"))
+    return errors
+
+
+def _outbox_error(message: str) -> Error:
+    return Error(
+        f"CLOUDEVENTS_OUTBOX: {message}.", id=f"{ID}.E008", obj="CLOUDEVENTS_OUTBOX"
+    )
+
+
+@register(Tags.compatibility)
 def check_overrides(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     """Knative's K_CE_OVERRIDES is usable (what is not is skipped when emitting)."""
     _cleaned, problems = events.parse_overrides(
@@ -136,3 +163,34 @@ def check_models(app_configs: Any = None, **kwargs: Any) -> list[Any]:
 def _model_error(message: str, label: str | None) -> Error:
     where = f"CLOUDEVENTS_MODELS[{label!r}]" if label else "CLOUDEVENTS_MODELS"
     return Error(f"{where}: {message}.", id=f"{ID}.E005", obj=where)
+
+
+@register(Tags.security)
+def check_receiver_auth(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """The receiver's auth settings are usable; a routed, open receiver warns."""
+    from .receive import auth
+
+    options = conf.receiver()
+    errors: list[Any] = [
+        Error(
+            f"CLOUDEVENTS_RECEIVER: {problem}.",
+            hint="See the README section 'Authenticating senders'.",
+            id=f"{ID}.E007",
+            obj="CLOUDEVENTS_RECEIVER",
+        )
+        for problem in auth.problems(options)
+    ]
+    if errors or options["SECRET"] or options["OIDC_ISSUER"]:
+        return errors
+    if not auth.receiver_routed():
+        return []  # emit-only project: nothing listens
+    return [
+        Warning(
+            "The CloudEvents receiver accepts events from anyone.",
+            hint="Set CLOUDEVENTS_RECEIVER['OIDC_ISSUER'] and 'OIDC_AUDIENCE' "
+            "(Knative sender identity) or 'SECRET'; if the network already "
+            "restricts senders, add this id to SILENCED_SYSTEM_CHECKS.",
+            id=f"{ID}.W003",
+            obj="CLOUDEVENTS_RECEIVER",
+        )
+    ]

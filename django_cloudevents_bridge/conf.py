@@ -88,7 +88,7 @@ def delivery() -> str:
 OUTBOX_DEFAULTS: dict[str, Any] = {
     "BATCH_SIZE": 100,  # rows claimed per round
     "CONCURRENCY": 8,  # sends in flight at once in one relay
-    "LEASE": 60.0,  # seconds a claim lasts before another relay may take it
+    "LEASE": 300.0,  # seconds a claim lasts before another relay may take it
     "MAX_ATTEMPTS": 15,  # then the event is parked
     "MAX_AGE": 3 * 24 * 3600.0,  # seconds; an older failing event is parked
     "BACKOFF": 1.0,  # first retry delay in seconds, doubled each attempt
@@ -97,6 +97,11 @@ OUTBOX_DEFAULTS: dict[str, Any] = {
     "POLL_INTERVAL": 1.0,  # seconds the relay sleeps when nothing is due
     "BACKGROUND": True,  # try each event at once, off the request thread
 }
+
+
+def outbox_setting() -> object:
+    """``CLOUDEVENTS_OUTBOX`` exactly as configured (None if unset), for the checks."""
+    return getattr(settings, "CLOUDEVENTS_OUTBOX", None)
 
 
 def outbox() -> dict[str, Any]:
@@ -113,6 +118,14 @@ def sensitive_fields() -> tuple[str, ...]:
 
 RECEIVER_DEFAULTS: dict[str, Any] = {
     "MAX_BYTES": 1024 * 1024,  # larger requests get 413
+    # Authentication (receive/auth.py). Neither SECRET nor OIDC_ISSUER: open.
+    "SECRET": None,  # a string, or a list to rotate: "Authorization: Bearer <it>"
+    "OIDC_ISSUER": None,  # e.g. "https://kubernetes.default.svc": turns OIDC on
+    "OIDC_AUDIENCE": None,  # required with OIDC_ISSUER: the Trigger's audience
+    "OIDC_SUBJECTS": None,  # allowed "sub" values, "...:" a prefix; None: any
+    # Trusted (with the system roots) and sent for discovery/JWKS, if present:
+    "OIDC_CA_FILE": "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
+    "OIDC_TOKEN_FILE": "/var/run/secrets/kubernetes.io/serviceaccount/token",
 }
 
 

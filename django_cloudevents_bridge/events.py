@@ -61,7 +61,7 @@ def new(
     time: datetime | None = None,
     datacontenttype: str | None = JSON,
 ) -> CloudEvent:
-    """Build a v1.0 event with a fresh UUID ``id``, UTC ``time`` and overrides."""
+    """Build a v1.0 event with a fresh UUID ``id`` and the current UTC ``time``."""
     attributes: dict[str, Any] = {
         "specversion": SPECVERSION,
         "id": id or str(uuid.uuid4()),
@@ -77,9 +77,21 @@ def new(
         if name in CORE_ATTRIBUTES or name == "data" or not EXTENSION_NAME.match(name):
             raise ValueError(f"{name!r} is not a valid CloudEvents extension name")
         attributes[name] = value
-    # Knative's overrides come last: they replace same-named extensions (4.2 rule 2).
-    attributes.update(overrides())
     return CloudEvent(attributes, data)
+
+
+def with_overrides(event: CloudEvent) -> CloudEvent:
+    """The event with ``K_CE_OVERRIDES`` applied, as the sending process sees it.
+
+    Applied when sending, not when building: with the outbox, the relay (say a
+    Knative ContainerSource) is the process Knative gave the overrides to.
+    They replace same-named extensions; core attributes are never touched.
+    """
+    extra = overrides()
+    if not extra:
+        return event
+    attributes = {**event.get_attributes(), **extra}
+    return CloudEvent(attributes, event.get_data())
 
 
 def overrides() -> dict[str, str]:

@@ -30,8 +30,10 @@ class DeliveryError(BridgeError, OSError):
         event_id: str | None = None,
         retry_after: float | None = None,
         delivered: int = 0,
+        permanent: bool = False,
     ) -> None:
         self.reason = reason
+        self.permanent = permanent  # the sink refuses it for good: don't retry
         self.event_id = event_id
         self.retry_after = retry_after
         self.delivered = delivered

@@ -129,3 +129,24 @@ def test_errors_stop_manage_py_check(settings):
     settings.CLOUDEVENTS_HANDLER = "no.such.Handler"
     with pytest.raises(SystemCheckError, match="cloudevents_bridge.E001"):
         call_command("check")
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ([1], "must be a dict"),
+        ({"BATCHSIZE": 5}, "unknown key 'BATCHSIZE'"),
+        ({"LEASE": "60"}, "LEASE must be a number"),
+        ({"CONCURRENCY": 0}, "CONCURRENCY must be positive"),
+    ],
+)
+def test_bad_outbox_setting(settings, value, message):
+    settings.CLOUDEVENTS_OUTBOX = value
+    [error] = bridge_checks.check_outbox()
+    assert error.id == "cloudevents_bridge.E008"
+    assert message in error.msg
+
+
+def test_good_outbox_setting(settings):
+    settings.CLOUDEVENTS_OUTBOX = {"LEASE": 30, "BACKGROUND": False}
+    assert bridge_checks.check_outbox() == []

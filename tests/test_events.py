@@ -75,8 +75,10 @@ def test_overrides_parsing(monkeypatch, raw, expected):
 def test_bad_overrides_are_ignored_and_logged_once(monkeypatch, caplog, raw, problem):
     monkeypatch.setenv("K_CE_OVERRIDES", raw)
     with caplog.at_level(logging.WARNING, "django_cloudevents_bridge"):
-        first = events.new("com.example.t", extensions={"djangoapp": "a"})
-        events.new("com.example.t")
+        first = events.with_overrides(
+            events.new("com.example.t", extensions={"djangoapp": "a"})
+        )
+        events.with_overrides(events.new("com.example.t"))
     assert first.get_type() == "com.example.t"
     assert first.get_extension("djangoapp") == "a"
     assert caplog.text.count(problem) == 1
@@ -86,7 +88,9 @@ def test_overrides_replace_extensions_but_never_core(monkeypatch):
     monkeypatch.setenv(
         "K_CE_OVERRIDES", '{"extensions": {"djangoapp": "over", "ID": "x", "ok": "1"}}'
     )
-    event = events.new("t", extensions={"djangoapp": "mine"}, id="keep")
+    built = events.new("t", extensions={"djangoapp": "mine"}, id="keep")
+    assert built.get_extension("djangoapp") == "mine"  # not applied when building
+    event = events.with_overrides(built)
     assert event.get_extension("djangoapp") == "over"
     assert event.get_extension("ok") == "1"
     assert event.get_id() == "keep"

@@ -10,6 +10,7 @@ from functools import partial
 from django.db import DEFAULT_DB_ALIAS, transaction
 
 from .. import conf
+from .. import events as ce
 from ..events import CloudEvent
 from ..exceptions import DeliveryError
 from .handlers import BaseHandler, get_handler
@@ -32,9 +33,9 @@ def emit(events: Sequence[CloudEvent], *, using: str | None = None) -> None:
     if conf.delivery() == "outbox":
         from . import outbox  # imports the model: not at app-loading time
 
-        if outbox.store(events, using):
-            return
-    transaction.on_commit(partial(deliver, list(events)), using=using)
+        outbox.store(events, using)
+    else:
+        transaction.on_commit(partial(deliver, list(events)), using=using, robust=True)
 
 
 def deliver(events: Sequence[CloudEvent]) -> int:
@@ -42,7 +43,7 @@ def deliver(events: Sequence[CloudEvent]) -> int:
     try:
         handler = shared_handler()
         handler.open()
-        return handler.send_events(events)
+        return handler.send_events([ce.with_overrides(event) for event in events])
     except DeliveryError as err:
         failed = events[err.delivered] if err.delivered < len(events) else None
         for event in events[err.delivered :]:

@@ -13,6 +13,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from functools import partial
@@ -29,42 +30,56 @@ from ..models import OutboxEvent
 logger = logging.getLogger("django_cloudevents_bridge")
 
 
-_tables: dict[str, bool] = {}
+_present: set[str] = set()  # aliases whose outbox table was found
+_missing_since: dict[str, float] = {}  # alias -> when it was found missing
+RECHECK = 60.0  # seconds before a missing table is looked for again
 
 
 def ready(using: str) -> bool:
-    """True if the outbox table exists on ``using`` (looked up once per process).
+    """True if the outbox table exists on ``using``.
 
     Checked before the first INSERT because a failed INSERT inside the caller's
-    transaction would abort that transaction on PostgreSQL.
+    transaction would abort that transaction on PostgreSQL. Found once per
+    process; a missing table (migrate has not run yet) is looked for again
+    after a minute.
     """
-    if using not in _tables:
-        with connections[using].cursor() as cursor:
-            names = connections[using].introspection.table_names(cursor)
-        _tables[using] = OutboxEvent._meta.db_table in names
-        if not _tables[using]:
-            logger.error(
-                "The outbox table is missing on %r (run migrate); events are sent "
-                "directly after commit, without retries",
-                using,
-            )
-    return _tables[using]
-
-
-def store(batch: Sequence[CloudEvent], using: str) -> bool:
-    """Write the events to the outbox and try them after commit; False if it can't."""
-    if not ready(using):
+    if using in _present:
+        return True
+    if time.monotonic() - _missing_since.get(using, -RECHECK) < RECHECK:
         return False
+    with connections[using].cursor() as cursor:
+        names = connections[using].introspection.table_names(cursor)
+    if OutboxEvent._meta.db_table in names:
+        _present.add(using)
+        return True
+    _missing_since[using] = time.monotonic()
+    logger.error(
+        "The outbox table is missing on %r (run migrate); events are sent once, "
+        "in the background, without retries",
+        using,
+    )
+    return False
+
+
+def store(batch: Sequence[CloudEvent], using: str) -> None:
+    """Write the events to the outbox and try them after commit.
+
+    If the outbox cannot take them, they are still sent once after the commit,
+    from the background thread (never inside the request).
+    """
     try:
-        ids = write(batch, using)
+        ids = write(batch, using) if ready(using) else None
     except Exception:
         logger.exception(
-            "Could not write CloudEvents %s to the outbox; sending them directly",
+            "Could not write CloudEvents %s to the outbox; sending them once",
             ", ".join(event.get_id() for event in batch),
         )
-        return False
-    transaction.on_commit(partial(kick, using, ids), using=using)
-    return True
+        ids = None
+    if ids is None:
+        job: Job = ("", list(batch))
+    else:
+        job = (using, ids)
+    transaction.on_commit(partial(background.submit, job), using=using, robust=True)
 
 
 def write(batch: Sequence[CloudEvent], using: str) -> list[int]:
@@ -77,8 +92,8 @@ def write(batch: Sequence[CloudEvent], using: str) -> list[int]:
             type=event.get_type()[:255],
             subject=(event.get_subject() or "")[:1024],
             event=events.to_json(event).decode(),
-            created_at=event.get_time() or now,
-            next_attempt_at=event.get_time() or now,
+            created_at=now,
+            next_attempt_at=now,
         )
         for event in batch
     ]
@@ -89,19 +104,25 @@ def write(batch: Sequence[CloudEvent], using: str) -> list[int]:
     return [row.pk for row in rows if row.pk is not None]
 
 
+# A batch of outbox row ids on a database alias, or ("", events) to send once.
+Job = tuple[str, list[Any]]
+
+
 class Background:
-    """A daemon thread that tries freshly committed rows once, off the request."""
+    """A daemon thread that tries freshly committed events once, off the request."""
 
     def __init__(self) -> None:
-        self.queue: queue.SimpleQueue[tuple[str, list[int]]] = queue.SimpleQueue()
+        self.queue: queue.SimpleQueue[Job] = queue.SimpleQueue()
         self.lock = threading.Lock()
         self.idle = threading.Condition(self.lock)
         self.outstanding = 0
         self.thread: threading.Thread | None = None
         self.pid = 0
 
-    def submit(self, using: str, ids: list[int]) -> None:
-        """Queue rows for an immediate attempt (called on commit; never blocks)."""
+    def submit(self, job: Job) -> None:
+        """Queue a job (called on commit; never blocks)."""
+        if job[0] and not conf.outbox()["BACKGROUND"]:
+            return  # rows wait for the relay
         with self.lock:
             # After a fork (gunicorn, multiprocessing) the thread is not ours any more.
             if (
@@ -117,50 +138,61 @@ class Background:
                 )
                 self.thread.start()
             self.outstanding += 1
-            self.queue.put((using, ids))
+            self.queue.put(job)
 
     def _run(self) -> None:
-        from . import shared_handler
-        from .relay import Relay
-
         while True:
-            items = [self.queue.get()]
+            jobs = [self.queue.get()]
             while True:  # coalesce everything already queued into few claims
                 try:
-                    items.append(self.queue.get_nowait())
+                    jobs.append(self.queue.get_nowait())
                 except queue.Empty:
                     break
-            pending: dict[str, list[int]] = {}
-            for using, ids in items:
-                pending.setdefault(using, []).extend(ids)
-            for using, ids in pending.items():
-                relay = Relay(shared_handler(), using=using)
+            rows: dict[str, list[int]] = {}
+            for using, items in jobs:
+                if using:
+                    rows.setdefault(using, []).extend(items)
+                else:
+                    from . import deliver
+
+                    deliver(items)
+            for using, ids in rows.items():
                 try:
-                    relay.run_once(ids=ids)
+                    attempt(using, ids)
                 except Exception:
                     logger.exception("Immediate delivery failed; the relay will retry")
-                finally:
-                    relay.close()
             if self.queue.empty():
-                for using in pending:  # idle: give back this thread's connections
+                for using in rows:  # idle: give back this thread's connections
                     connections[using].close()
             with self.idle:
-                self.outstanding -= len(items)
+                self.outstanding -= len(jobs)
                 self.idle.notify_all()
 
     def wait(self, timeout: float) -> bool:
-        """Wait until every submitted batch was tried (tests, interpreter exit)."""
+        """Wait until every submitted job was tried (tests, interpreter exit)."""
         with self.idle:
             return self.idle.wait_for(lambda: self.outstanding == 0, timeout)
 
 
+def attempt(using: str, ids: list[int]) -> None:
+    """Try each of these rows once (more than one claim if there are many)."""
+    from . import shared_handler
+    from .relay import Relay
+
+    relay = Relay(shared_handler(), using=using)
+    remaining = set(ids)
+    try:
+        while remaining:
+            claimed = relay.claim(remaining)
+            if not claimed:
+                return  # the rest is not due, or waits behind its subject
+            remaining.difference_update(row.pk for row in claimed)
+            relay.send(claimed)
+    finally:
+        relay.close()
+
+
 background = Background()
-
-
-def kick(using: str, ids: list[int]) -> None:
-    """on_commit callback: try these rows now, in the background, if enabled."""
-    if ids and conf.outbox()["BACKGROUND"]:
-        background.submit(using, ids)
 
 
 @atexit.register
@@ -200,10 +232,13 @@ def stats(using: str = DEFAULT_DB_ALIAS) -> dict[str, Any]:
 
 
 def retry(rows: QuerySet[OutboxEvent]) -> int:
-    """Send these rows again, with a fresh attempt budget and the same event id."""
-    return rows.update(
+    """Send parked rows again: same event id, fresh attempts, age counted anew."""
+    now = timezone.now()
+    return rows.filter(status=OutboxEvent.Status.PARKED).update(
         status=OutboxEvent.Status.PENDING,
         attempts=0,
-        next_attempt_at=timezone.now(),
+        created_at=now,
+        next_attempt_at=now,
         locked_until=None,
+        locked_by="",
     )

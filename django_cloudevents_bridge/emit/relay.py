@@ -27,7 +27,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from .. import conf, events, signals
@@ -38,6 +38,7 @@ from .handlers import BaseHandler
 logger = logging.getLogger("django_cloudevents_bridge")
 
 Status = OutboxEvent.Status
+CHUNK = 10  # rows sent between two checks that the lease still holds
 
 
 @dataclass
@@ -179,37 +180,68 @@ class Relay:
             self._pool = None
 
     def _send_group(self, group: list[OutboxEvent]) -> Outcome:
-        """Send rows in order; stop at the first failure (later rows wait for it)."""
-        try:
-            sent = self.handler.send_events([events.from_json(r.event) for r in group])
-        except DeliveryError as err:
-            if getattr(self.handler, "batch", False):  # one request: all failed
-                return Outcome(group[: err.delivered], group[err.delivered :], err)
-            return Outcome(
-                group[: err.delivered],
-                group[err.delivered : err.delivered + 1],
-                err,
-                group[err.delivered + 1 :],
-            )
-        except Exception as err:  # a bug in a handler must not stop the relay
-            logger.exception("Handler %r failed", self.handler)
-            error = DeliveryError(f"{type(err).__name__}: {err}")
-            return Outcome([], group[:1], error, group[1:])
-        return Outcome(group[:sent])
+        """Send rows in order; stop at the first failure (later rows wait for it).
+
+        Rows go out in chunks, and no chunk starts once the claim's lease is over:
+        another relay may have taken the rows by then.
+        """
+        batch = getattr(self.handler, "batch", False)
+        step = len(group) if batch else CHUNK
+        sent: list[OutboxEvent] = []
+        for start in range(0, len(group), step):
+            chunk, rest = group[start : start + step], group[start + step :]
+            lease = chunk[0].locked_until
+            if lease is None or timezone.now() >= lease:
+                logger.warning(
+                    "Lease over before %d CloudEvent(s) were sent; left to the "
+                    "next claim",
+                    len(group) - start,
+                )
+                return Outcome(sent, untried=chunk + rest)
+            try:
+                # Knative's overrides belong to the process that sends (4.2).
+                done = self.handler.send_events(
+                    [events.with_overrides(events.from_json(r.event)) for r in chunk]
+                )
+            except DeliveryError as err:
+                ok = chunk[: err.delivered]
+                if batch:  # one request: every event in it failed
+                    return Outcome(sent + ok, chunk[err.delivered :], err, rest)
+                failed = chunk[err.delivered : err.delivered + 1]
+                untried = chunk[err.delivered + 1 :] + rest
+                return Outcome(sent + ok, failed, err, untried)
+            except Exception as err:  # a bug in a handler must not stop the relay
+                logger.exception("Handler %r failed", self.handler)
+                error = DeliveryError(f"{type(err).__name__}: {err}")
+                return Outcome(sent, chunk[:1], error, chunk[1:] + rest)
+            sent += chunk[:done]
+        return Outcome(sent)
+
+    def _owned(self, rows: Sequence[OutboxEvent]) -> QuerySet[OutboxEvent]:
+        """The rows, only while this claim still holds them (its lease token)."""
+        return OutboxEvent.objects.using(self.using).filter(
+            pk__in=[row.pk for row in rows],
+            locked_by=rows[0].locked_by,
+            status=Status.PENDING,
+        )
 
     def _mark_delivered(self, rows: list[OutboxEvent]) -> None:
         if not rows:
             return
         now = timezone.now()
-        OutboxEvent.objects.using(self.using).filter(
-            pk__in=[row.pk for row in rows]
-        ).update(
+        updated = self._owned(rows).update(
             status=Status.DELIVERED,
             delivered_at=now,
             attempts=F("attempts") + 1,
             locked_until=None,
             last_error="",
         )
+        if updated < len(rows):
+            logger.warning(
+                "%d CloudEvent(s) were delivered after this relay's lease ran out; "
+                "another relay may send them again",
+                len(rows) - updated,
+            )
         for row in rows:
             logger.debug(
                 "CloudEvent %s delivered (attempt %d)", row.event_id, row.attempts + 1
@@ -222,22 +254,27 @@ class Relay:
         attempts = row.attempts + 1
         age = (now - row.created_at).total_seconds()
         park = (
-            attempts >= self.options["MAX_ATTEMPTS"] or age >= self.options["MAX_AGE"]
+            error.permanent
+            or attempts >= self.options["MAX_ATTEMPTS"]
+            or age >= self.options["MAX_AGE"]
         )
         delay = retry_delay(attempts, error.retry_after, self.options)
-        OutboxEvent.objects.using(self.using).filter(pk=row.pk).update(
+        updated = self._owned([row]).update(
             attempts=attempts,
             last_error=error.reason[:2000],
             locked_until=None,
             status=Status.PARKED if park else Status.PENDING,
             next_attempt_at=now if park else now + timedelta(seconds=delay),
         )
+        if not updated:  # the lease ran out: the row is another relay's now
+            return False
         row.attempts, row.last_error = attempts, error.reason
         if park:
             logger.error(
-                "CloudEvent %s parked after %d attempts: %s",
+                "CloudEvent %s parked after %d attempt(s)%s: %s",
                 row.event_id,
                 attempts,
+                " (the sink refuses it for good)" if error.permanent else "",
                 error.reason,
             )
             signals.event_parked.send_robust(OutboxEvent, outbox_event=row)
@@ -254,9 +291,7 @@ class Relay:
     def _release(self, rows: list[OutboxEvent]) -> None:
         """Give back untried rows (an earlier row of their subject failed)."""
         if rows:
-            OutboxEvent.objects.using(self.using).filter(
-                pk__in=[row.pk for row in rows]
-            ).update(locked_until=None)
+            self._owned(rows).update(locked_until=None)
 
 
 def in_subject_order(

@@ -76,12 +76,18 @@ def from_signal(sender: Any, **kwargs: Any) -> events.CloudEvent | None:
         }
     else:
         signal_kwargs = {"using": kwargs.get("using")}
+    if name == "m2m_changed" and kwargs.get("reverse"):
+        # The change was made from the other side (tag.article_set.add(...)):
+        # that model may not be registered, so only its primary key is sent.
+        data = {opts.pk.name: serialize.to_json_safe(instance.pk)}
+    else:
+        data = model_data(instance, signal_kwargs)
     return events.new(
         f"django.orm.{name}",
         subject=f"DCE:{opts.app_label}.{opts.model_name}/{instance.pk}",
         extensions={"djangoapp": opts.app_label, "djangomodel": str(opts.model_name)},
         data={
-            "data": model_data(instance, signal_kwargs),
+            "data": data,
             "signal_kwargs": signal_kwargs,
             "db_table": opts.db_table,
         },

@@ -247,7 +247,7 @@ def test_parked_after_max_attempts_then_retried_by_command(relay_settings, http_
 
     call_command("cloudevents_outbox", "retry", "--id", first.event_id)
     first.refresh_from_db()
-    assert (first.status, first.attempts) == ("pending", 0)
+    assert (first.status, first.attempts, first.locked_by) == ("pending", 0, "")
     drain_until_quiet(relay_settings)
     ids = [r.attributes["id"] for r in http_sink.received]
     assert ids == [second.event_id, first.event_id]
@@ -303,16 +303,85 @@ def test_a_handler_bug_does_not_stop_the_relay(relay_settings):
     assert "KeyError" in OutboxEvent.objects.get().last_error
 
 
-def test_missing_table_falls_back_to_direct_delivery(settings, sent_events, caplog):
+def test_missing_table_falls_back_to_one_background_send(
+    settings, sent_events, monkeypatch
+):
     settings.CLOUDEVENTS_DELIVERY = "outbox"
-    outbox._tables[connection.alias] = False
-    try:
-        with transaction.atomic():
-            ask()
-    finally:
-        del outbox._tables[connection.alias]
+    monkeypatch.setattr(outbox, "_present", set())
+    monkeypatch.setattr(outbox, "_missing_since", {connection.alias: time.monotonic()})
+    with transaction.atomic():
+        ask()
+        assert sent_events == []
+    assert outbox.background.wait(10)
     assert [e.get_type() for e in sent_events] == ["django.orm.post_save"]
     assert not OutboxEvent.objects.exists()
+
+
+def test_missing_table_is_looked_for_again(settings, monkeypatch):
+    settings.CLOUDEVENTS_DELIVERY = "outbox"
+    settings.CLOUDEVENTS_OUTBOX = {"BACKGROUND": False}
+    monkeypatch.setattr(outbox, "_present", set())
+    monkeypatch.setattr(
+        outbox, "_missing_since", {connection.alias: time.monotonic() - 61}
+    )
+    ask()  # a minute later the table exists: the event goes to the outbox
+    assert OutboxEvent.objects.count() == 1
+
+
+def test_many_events_in_one_transaction_all_go_out_at_once(settings, http_sink):
+    settings.CLOUDEVENTS_DELIVERY = "outbox"
+    settings.CLOUDEVENTS_OUTBOX = {"BATCH_SIZE": 10}
+    with transaction.atomic():
+        for n in range(25):
+            ask(str(n))
+    assert outbox.background.wait(20)
+    http_sink.wait_for(25)
+    assert set(OutboxEvent.objects.values_list("status", flat=True)) == {"delivered"}
+
+
+def test_a_permanent_refusal_is_parked_at_once(relay_settings, http_sink):
+    http_sink.faults.append(Fault(status=400, body=b'{"error": "bad event"}'))
+    ask()
+    result = relay(relay_settings).run_once()
+    row = OutboxEvent.objects.get()
+    assert (result.parked, row.status, row.attempts) == (1, "parked", 1)
+    assert "400" in row.last_error
+
+
+def test_overrides_are_applied_by_the_sending_process(
+    relay_settings, http_sink, monkeypatch
+):
+    ask()  # saved without overrides
+    monkeypatch.setenv("K_CE_OVERRIDES", '{"extensions": {"cluster": "prod"}}')
+    outbox.events.parse_overrides.cache_clear()
+    relay(relay_settings).drain()
+    [received] = http_sink.wait_for(1)
+    assert received.attributes["cluster"] == "prod"
+    assert '"cluster"' not in OutboxEvent.objects.get().event  # stored as built
+
+
+def test_a_relay_that_lost_its_lease_does_not_overwrite_the_row(
+    relay_settings, http_sink
+):
+    ask()
+    worker = relay(relay_settings)
+    [row] = worker.claim()
+    # Another relay took the row over (lease expired) and delivered it.
+    OutboxEvent.objects.update(locked_by="other:1", status="delivered")
+    result = worker.send([row])
+    assert result.delivered == 1  # it did send (at least once) ...
+    stored = OutboxEvent.objects.get()
+    assert (stored.status, stored.locked_by) == ("delivered", "other:1")  # ... no flip
+
+
+def test_no_chunk_starts_after_the_lease_is_over(relay_settings, http_sink):
+    ask()
+    worker = relay(relay_settings)
+    [row] = worker.claim()
+    row.locked_until = timezone.now() - datetime.timedelta(seconds=1)
+    result = worker.send([row])
+    assert result.delivered == 0
+    assert http_sink.received == []
 
 
 def test_relay_command_once(relay_settings, http_sink, capsys):
@@ -357,7 +426,10 @@ def test_admin_lists_filters_and_acts(relay_settings, http_sink, admin_client):
         "/admin/django_cloudevents_bridge/outboxevent/",
         {"action": "retry_events", "_selected_action": [first.pk, second.pk]},
     )
+    # Only the parked one is reset; a pending one may be in flight in a relay.
     assert set(OutboxEvent.objects.values_list("status", flat=True)) == {"pending"}
+    first.refresh_from_db()
+    assert first.created_at > second.created_at  # its age counts from the retry
 
 
 @pytest.mark.parametrize(

@@ -219,3 +219,15 @@ def test_broken_serialization_never_breaks_save(sent_events, settings, caplog):
 
 def explode(instance, signal_kwargs):
     raise ZeroDivisionError("boom")
+
+
+def test_reverse_m2m_sends_only_the_other_sides_pk(sent_events):
+    article = Article.objects.create(title="Spec")
+    tag = Tag.objects.create(name="secret-tag")
+    sent_events.clear()
+    tag.article_set.add(article)  # changed from the unregistered side
+    [event] = [e for e in sent_events if e.get_type() == "django.orm.m2m_changed"]
+    assert event.get_subject() == "DCE:testapp.tag/secret-tag"
+    assert event.get_data()["data"] == {"name": "secret-tag"}
+    assert event.get_data()["signal_kwargs"]["reverse"] is True
+    assert event.get_data()["signal_kwargs"]["pk_set"] == [str(article.pk)]

@@ -27,6 +27,9 @@ logger = logging.getLogger("django_cloudevents_bridge")
 MODES = ("binary", "structured")
 CA_CERTS_VAR = "K_CA_CERTS"
 POOL_SIZE = 64
+# What Knative's senders retry (data-plane spec): 5xx and these. 3xx and other
+# 4xx are permanent: the same request would be refused again.
+RETRIED = frozenset((404, 408, 409, 429, *range(500, 600)))
 _warned_no_sink = False
 
 
@@ -149,6 +152,7 @@ class Handler(BaseHandler):
                 + _excerpt(response.text),
                 event_id=event_id,
                 retry_after=retry_after(response.headers.get("Retry-After")),
+                permanent=response.status_code not in RETRIED,
             )
 
     def _environment(self, sink: str) -> dict[str, Any]:

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 import time
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
-from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 
 from ... import conf
 from ...emit.handlers import get_handler
 from ...emit.outbox import prune
 from ...emit.relay import Relay, Result
+
+logger = logging.getLogger("django_cloudevents_bridge")
 
 PRUNE_EVERY = 300.0  # seconds between retention sweeps while running
 
@@ -56,10 +59,18 @@ class Command(BaseCommand):
         total = Result()
         next_prune = 0.0
         while not stop.is_set():
-            if time.monotonic() >= next_prune:
-                prune(relay.using)
-                next_prune = time.monotonic() + PRUNE_EVERY
-            result = relay.run_once()
+            try:
+                if time.monotonic() >= next_prune:
+                    prune(relay.using)
+                    next_prune = time.monotonic() + PRUNE_EVERY
+                result = relay.run_once()
+            except DatabaseError as err:
+                # The database restarted or failed over: reconnect and go on;
+                # rows this relay had claimed come back when their lease ends.
+                logger.warning("Relay database error, retrying: %s", err)
+                connections[relay.using].close()
+                stop.wait(max(interval, 1.0))
+                continue
             total += result
             if result.claimed == 0:
                 stop.wait(interval)
