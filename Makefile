@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PYTEST := $(BIN)/python -m pytest
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-sqlite test-postgres cov lint format typecheck bench build
+.PHONY: help install demo test test-sqlite test-postgres cov lint format typecheck bench build
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -19,6 +19,9 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $@
 
 install: $(STAMP)  ## create the virtualenv (.venv) and install the package with its test and dev extras
+
+demo: install  ## run the example project end to end on SQLite (ARGS=--serve keeps it up)
+	$(BIN)/python examples/polls/demo.py $(ARGS)
 
 test: test-sqlite test-postgres  ## run the whole suite on SQLite, then on PostgreSQL
 

@@ -1,0 +1,119 @@
+"""The example project's settings: everything that differs per deployment is an env var.
+
+DATABASE_URL (sqlite:///path or postgres://user:password@host:port/name; default
+a SQLite file next to this project), K_SINK (injected by Knative), CLOUDEVENTS_SOURCE,
+SECRET_KEY, DEBUG, ALLOWED_HOSTS, and the receiver's auth: CLOUDEVENTS_SECRET,
+OIDC_ISSUER, OIDC_AUDIENCE.
+"""
+
+import os
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+SECRET_KEY = os.environ.get("SECRET_KEY", "example-only-not-secret")
+DEBUG = os.environ.get("DEBUG", "") == "1"
+ALLOWED_HOSTS = os.environ.get("ALLOWED_HOSTS", "*").split(",")
+USE_TZ = True
+TIME_ZONE = "UTC"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+ROOT_URLCONF = "polls_project.urls"
+WSGI_APPLICATION = "polls_project.wsgi.application"
+STATIC_URL = "static/"
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_cloudevents_bridge",
+    "polls",
+]
+MIDDLEWARE = [
+    # POST /cloudevents (no slash) reaches the receiver instead of a 301.
+    "django_cloudevents_bridge.middleware.ReceiverSlashMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+
+def database(url: str) -> dict:
+    """A DATABASES entry from a URL (sqlite:///path or postgres://...)."""
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": parts.path[1:] if parts.path.startswith("//") else parts.path,
+            # Several processes write (web workers, the relay): take the write
+            # lock at BEGIN and let readers run beside the writer (WAL).
+            "OPTIONS": {
+                "timeout": 20,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": "PRAGMA journal_mode=WAL;",
+            },
+        }
+    if parts.scheme in ("postgres", "postgresql"):
+        return {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": parts.path.lstrip("/"),
+            "USER": unquote(parts.username or ""),
+            "PASSWORD": unquote(parts.password or ""),
+            "HOST": parts.hostname or "",
+            "PORT": str(parts.port or ""),
+        }
+    raise ValueError(f"unsupported DATABASE_URL scheme {parts.scheme!r}")
+
+
+DATABASES = {
+    "default": database(
+        os.environ.get("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
+    )
+}
+# Each request is one transaction: a change and its event commit together.
+ATOMIC_REQUESTS = True
+DATABASES["default"]["ATOMIC_REQUESTS"] = True
+
+# --- django-cloudevents-bridge ---
+CLOUDEVENTS_SOURCE = os.environ.get("CLOUDEVENTS_SOURCE", "urn:django:polls")
+CLOUDEVENTS_MODELS = {
+    "polls.Question": {"signals": ["post_save", "post_delete"]},
+    "polls.Choice": {"signals": ["post_save", "post_delete"]},
+}
+CLOUDEVENTS_HANDLER_OPTIONS = {"timeout": (2.0, 5.0)}
+CLOUDEVENTS_RECEIVER = {
+    key: value
+    for key, value in {
+        "SECRET": os.environ.get("CLOUDEVENTS_SECRET"),
+        "OIDC_ISSUER": os.environ.get("OIDC_ISSUER"),
+        "OIDC_AUDIENCE": os.environ.get("OIDC_AUDIENCE"),
+    }.items()
+    if value
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {
+        "django_cloudevents_bridge": {"handlers": ["console"], "level": "WARNING"}
+    },
+}
