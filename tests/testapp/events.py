@@ -1,0 +1,47 @@
+"""Named events of the test app (autodiscovered: tests.testapp is installed)."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+
+from django_cloudevents_bridge import BaseEvent, ValidationError, handler
+
+# What the handlers did, in order: (handler, event name, data). Cleared by a fixture.
+calls: list[tuple[str, str, object]] = []
+
+
+class Signup(BaseEvent):
+    """A user signed up; pages may log it through the HTTP log view."""
+
+    http_log = True
+
+    def clean(self) -> None:
+        self.require_data_keys(["email"])
+        if "@" not in str(self.data["email"]):
+            raise ValidationError("email is not an address", code="invalid")
+        self.data["email"] = self.data["email"].lower()
+
+    @handler
+    def welcome(self) -> None:
+        calls.append(("welcome", self.name, self.data))
+
+    @handler
+    def count(self) -> None:
+        calls.append(("count", self.name, self.data))
+
+
+class Purchase(BaseEvent):
+    """Not opted in to HTTP logging; clean() raises Django's own ValidationError."""
+
+    def clean(self) -> None:
+        self.require_data_keys(["sku", "quantity"])
+        if int(self.data["quantity"]) < 1:
+            raise DjangoValidationError({"quantity": "must be at least 1"})
+
+
+class GiftPurchase(Purchase):
+    """Inherits Purchase's clean(); adds a handler method."""
+
+    @handler
+    def wrap(self) -> None:
+        calls.append(("wrap", self.name, self.data))
