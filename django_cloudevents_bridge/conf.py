@@ -123,7 +123,8 @@ RECEIVER_DEFAULTS: dict[str, Any] = {
     "OIDC_ISSUER": None,  # e.g. "https://kubernetes.default.svc": turns OIDC on
     "OIDC_AUDIENCE": None,  # required with OIDC_ISSUER: the Trigger's audience
     "OIDC_SUBJECTS": None,  # allowed "sub" values, "...:" a prefix; None: any
-    # Trusted (with the system roots) and sent for discovery/JWKS, if present:
+    # For the discovery/JWKS fetch, if present: a CA trusted besides the system
+    # roots, and a bearer token (sent over https; by default only to the API server).
     "OIDC_CA_FILE": "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
     "OIDC_TOKEN_FILE": "/var/run/secrets/kubernetes.io/serviceaccount/token",
 }
