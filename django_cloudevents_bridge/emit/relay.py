@@ -21,7 +21,7 @@ import socket
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -145,26 +145,41 @@ class Relay:
         return pending
 
     def send(self, rows: Sequence[OutboxEvent]) -> Result:
-        """Send claimed rows: subjects in parallel, each subject's rows in order."""
+        """Send claimed rows: subjects in parallel, each subject's rows in order.
+
+        Worker threads only send; this thread records each group's results as it
+        finishes and, while groups are still sending, renews their lease every
+        third of it (a heartbeat), so a slow sink never hands rows that are still
+        being sent to another relay.
+        """
         groups: dict[Any, list[OutboxEvent]] = defaultdict(list)
         for row in rows:
             groups[row.subject or ("row", row.pk)].append(row)
-        if getattr(self.handler, "batch", False):
-            outcomes = [self._send_group(list(rows))]  # one request, in order
-        elif len(groups) == 1 or self.options["CONCURRENCY"] <= 1:
-            outcomes = [self._send_group(group) for group in groups.values()]
-        else:
-            outcomes = list(self._executor().map(self._send_group, groups.values()))
-        delivered = [row for outcome in outcomes for row in outcome.sent]
-        self._mark_delivered(delivered)
-        result = Result(delivered=len(delivered))
-        for outcome in outcomes:
-            for row in outcome.failed:
-                assert outcome.error is not None
-                result.failed += 1
-                result.parked += int(self._mark_failed(row, outcome.error))
-            self._release(outcome.untried)
+        batches = [list(rows)] if getattr(self.handler, "batch", False) else None
+        work = {
+            self._executor().submit(self._send_group, group): group
+            for group in (batches or groups.values())
+        }
+        result = Result()
+        running = set(work)
+        while running:
+            finished, running = wait(
+                running, timeout=self.options["LEASE"] / 3, return_when=FIRST_COMPLETED
+            )
+            for future in finished:
+                self._record(future.result(), result)
+            if running:
+                self._renew([row for future in running for row in work[future]])
         return result
+
+    def _record(self, outcome: Outcome, result: Result) -> None:
+        self._mark_delivered(outcome.sent)
+        result.delivered += len(outcome.sent)
+        for row in outcome.failed:
+            assert outcome.error is not None
+            result.failed += 1
+            result.parked += int(self._mark_failed(row, outcome.error))
+        self._release(outcome.untried)
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -182,8 +197,8 @@ class Relay:
     def _send_group(self, group: list[OutboxEvent]) -> Outcome:
         """Send rows in order; stop at the first failure (later rows wait for it).
 
-        Rows go out in chunks, and no chunk starts once the claim's lease is over:
-        another relay may have taken the rows by then.
+        Rows go out in chunks, and no chunk starts once the claim's lease was lost
+        (see ``send``): another relay may have taken the rows by then.
         """
         batch = getattr(self.handler, "batch", False)
         step = len(group) if batch else CHUNK
@@ -193,7 +208,7 @@ class Relay:
             lease = chunk[0].locked_until
             if lease is None or timezone.now() >= lease:
                 logger.warning(
-                    "Lease over before %d CloudEvent(s) were sent; left to the "
+                    "Lease lost before %d CloudEvent(s) were sent; left to the "
                     "next claim",
                     len(group) - start,
                 )
@@ -216,6 +231,17 @@ class Relay:
                 return Outcome(sent, chunk[:1], error, chunk[1:] + rest)
             sent += chunk[:done]
         return Outcome(sent)
+
+    def _renew(self, rows: list[OutboxEvent]) -> None:
+        """Extend this claim's lease on rows still being sent (the heartbeat)."""
+        until = timezone.now() + timedelta(seconds=self.options["LEASE"])
+        owned = set(
+            self._owned(rows).values_list("pk", flat=True)
+        )  # rows another relay took over are not ours to extend
+        self._owned([row for row in rows if row.pk in owned]).update(locked_until=until)
+        for row in rows:
+            # Read by the sending threads before each chunk: a lost row stops them.
+            row.locked_until = until if row.pk in owned else None
 
     def _owned(self, rows: Sequence[OutboxEvent]) -> QuerySet[OutboxEvent]:
         """The rows, only while this claim still holds them (its lease token)."""
