@@ -1,4 +1,8 @@
-"""``python -m bench`` (``make bench``): configure, start the sink, run, print."""
+"""``python -m bench`` (``make bench``): configure, start the sink, run, print.
+
+Exits 1 if the sink did not count every event it was sent, or the bridge logged a
+warning or an error.
+"""
 
 from __future__ import annotations
 
@@ -18,11 +22,20 @@ CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def versions(aliases: Sequence[str]) -> str:
-    """Python, Django and database versions, with the settings that move numbers."""
+    """Package and database versions, with the settings that move numbers."""
+    from importlib.metadata import version
+
     import django
     from django.db import connections
 
-    parts = [f"Python {platform.python_version()}", f"Django {django.get_version()}"]
+    parts = [
+        f"django-cloudevents-bridge {version('django-cloudevents-bridge')}",
+        f"Python {platform.python_version()}",
+        f"Django {django.get_version()}",
+        f"requests {version('requests')}",
+        f"urllib3 {version('urllib3')}",
+        f"psycopg {version('psycopg')}",
+    ]
     with connections["default"].cursor() as cursor:
         journal = cursor.execute("PRAGMA journal_mode").fetchone()[0]
     parts.append(f"SQLite {sqlite3.sqlite_version} (file, journal_mode={journal})")
@@ -33,19 +46,37 @@ def versions(aliases: Sequence[str]) -> str:
             cursor.execute("SHOW synchronous_commit")
             commit = cursor.fetchone()[0]
         parts.append(f"PostgreSQL {server} (synchronous_commit={commit})")
-    return ", ".join(parts)
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}"
+    return ", ".join(parts[:4]) + ",\n" + ", ".join([*parts[4:], machine])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench", description="Emit-overhead ratios, side by side."
     )
-    parser.add_argument("--rounds", type=int, default=25, help="default: %(default)s")
+    parser.add_argument(
+        "--rounds", type=int, default=12, help="emit rounds (default: %(default)s)"
+    )
     parser.add_argument(
         "--ops",
         type=int,
-        default=200,
-        help="timed creates per variant, database and round (default: %(default)s)",
+        default=100,
+        help="timed creates per variant, mode, database and round"
+        " (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--relay-rounds", type=int, default=3, help="default: %(default)s"
+    )
+    parser.add_argument(
+        "--relay-events",
+        type=int,
+        default=5000,
+        help="outbox rows per relay drain (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--profile",
+        choices=("binary", "batched"),
+        help="only cProfile one relay drain (the last database) and print the stats",
     )
     args = parser.parse_args(argv)
     started = time.monotonic()
@@ -61,10 +92,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         aliases = settings.configure(Path(directory), with_postgres=problem is None)
         from django.db import connections
 
-        from bench import emit  # imports models: only once Django is set up
+        from bench import emit, relay  # imports models: only once Django is set up
 
         try:
             header = versions(aliases)
+            emit.create_tables(aliases)
+            if args.profile:
+                print(header)
+                print(
+                    relay.profile(
+                        aliases[-1],
+                        server,
+                        args.relay_events,
+                        batch=args.profile == "batched",
+                    )
+                )
+                return 0
             lines, ok = emit.main(
                 aliases,
                 server,
@@ -72,7 +115,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.ops,
                 skipped=problem and f"skipped: PostgreSQL unavailable ({problem})",
             )
+            lines.append(f"(emit section: {time.monotonic() - started:.0f} s)")
+            section = time.monotonic()
+            more, relayed = relay.main(
+                aliases, server, args.relay_rounds, args.relay_events
+            )
+            more.append(f"(relay section: {time.monotonic() - section:.0f} s)")
+            lines += more
+            ok = ok and relayed
         finally:
+            emit.drop_tables(aliases)
             connections.close_all()
 
     print(header)

@@ -1,0 +1,21 @@
+"""Settings for the gunicorn subprocess of the end-to-end tests (``tests.server``).
+
+The test settings on the test's own database: the PostgreSQL test database when
+``DATABASE=postgres`` (``PGDATABASE`` names it), else the SQLite file named by
+``E2E_SQLITE`` (the test process copies its in-memory database there and back).
+"""
+
+import os
+
+from tests.settings import *  # noqa: F403
+
+ALLOWED_HOSTS = ["127.0.0.1"]  # DEBUG is off, as in production
+
+if os.environ.get("E2E_SQLITE"):
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": os.environ["E2E_SQLITE"],
+            "OPTIONS": {"timeout": 20},
+        }
+    }
