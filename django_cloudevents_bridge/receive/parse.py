@@ -23,8 +23,18 @@ from ..exceptions import BridgeError
 
 REQUIRED = ("id", "source", "type")
 INT32 = range(-(2**31), 2**31)
+# JSON nesting we accept: far deeper data would hit Python's recursion limit when
+# stored or re-encoded, a 500 retried for ever instead of a 400.
+MAX_DEPTH = 128
 JSON_MEDIA = re.compile(r"^[a-z0-9.+-]+/([a-z0-9.+-]+\+)?json$")
 _QUOTED_PAIR = re.compile(r"\\(.)")
+# Type system, String: no control characters, surrogates or noncharacters. (A NUL
+# would also make PostgreSQL refuse the row: a 5xx, retried for ever.)
+_NOT_IN_STRING = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef"
+    + "".join(f"\\U{plane:04x}fffe\\U{plane:04x}ffff" for plane in range(17))
+    + "]"
+)
 
 
 class BadEvent(BridgeError, SuspiciousOperation):
@@ -75,9 +85,29 @@ def read_body(request: HttpRequest, max_bytes: int) -> bytes:
 
 def load_json(body: bytes) -> Any:
     try:
-        return json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+        value = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise BadEvent("body is not valid JSON") from None
+    if too_deep(value, MAX_DEPTH):
+        raise BadEvent(f"JSON nested deeper than {MAX_DEPTH} levels")
+    return value
+
+
+def too_deep(value: Any, limit: int) -> bool:
+    """True if lists/objects nest deeper than ``limit`` (checked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = list(item.values())
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def from_batch(body: bytes) -> list[CloudEvent]:
@@ -108,6 +138,8 @@ def from_structured(document: Any) -> CloudEvent:
                 raise BadEvent(f"{name} must be a string")
         else:
             check_extension(name, value)
+        if isinstance(value, str):
+            check_string(name, value)
         attributes[name] = value
     check_required(attributes)
     if encoded is not None:
@@ -134,6 +166,7 @@ def from_binary(meta: dict[str, Any], content_type: str, body: bytes) -> CloudEv
         value = decode_header(name, raw)
         if name not in events.CORE_ATTRIBUTES:
             check_extension(name, value)
+        check_string(name, value)
         attributes[name] = value
     if "specversion" not in attributes:
         raise BadEvent("not a CloudEvent: no ce-specversion header")
@@ -183,6 +216,11 @@ def check_required(attributes: dict[str, Any]) -> None:
     for name in ("subject", "dataschema", "datacontenttype"):
         if name in attributes and not attributes[name]:
             raise BadEvent(f"{name} must not be empty")
+
+
+def check_string(name: str, value: str) -> None:
+    if _NOT_IN_STRING.search(value):
+        raise BadEvent(f"{name} holds a character a CloudEvents String cannot")
 
 
 def check_extension(name: str, value: Any) -> None:

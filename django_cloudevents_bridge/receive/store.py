@@ -11,6 +11,29 @@ from django.utils import timezone
 from .. import events
 from ..events import CloudEvent
 from ..models import ReceivedEvent, TargetRun
+from .parse import BadEvent
+
+
+def check(event: CloudEvent) -> None:
+    """Raise BadEvent if the (source, id) key does not fit the store's columns.
+
+    A 400 the sender can dead-letter, not the database error (PostgreSQL) that
+    would answer 503 and be retried for ever.
+    """
+    for attribute, column in (("source", "source"), ("id", "event_id")):
+        limit = _max_length(column)
+        if limit is not None and len(event.get_attributes()[attribute]) > limit:
+            raise BadEvent(f"{attribute} longer than {limit} characters")
+
+
+def _max_length(column: str) -> int | None:
+    return getattr(ReceivedEvent._meta.get_field(column), "max_length", None)
+
+
+def _clip(column: str, value: str) -> str:
+    """Shortened to the column (informational columns only; the event is whole)."""
+    limit = _max_length(column)
+    return value[:limit] if limit is not None else value
 
 
 def record(event: CloudEvent, target_names: Sequence[str]) -> ReceivedEvent:
@@ -22,8 +45,8 @@ def record(event: CloudEvent, target_names: Sequence[str]) -> ReceivedEvent:
             with transaction.atomic():
                 stored = ReceivedEvent.objects.create(
                     **key,
-                    type=event.get_type(),
-                    subject=event.get_subject() or "",
+                    type=_clip("type", event.get_type()),
+                    subject=_clip("subject", event.get_subject() or ""),
                     event=events.to_json(event).decode(),
                 )
         except IntegrityError:  # a concurrent delivery of the same event won

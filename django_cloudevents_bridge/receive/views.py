@@ -15,7 +15,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from .. import conf, emit, events
 from ..events import CloudEvent
-from . import auth, dispatch, parse
+from . import auth, dispatch, parse, store
 
 logger = logging.getLogger("django_cloudevents_bridge")
 
@@ -55,20 +55,29 @@ class ReceiverView(View):
         try:
             self.authenticate(request)
             received = parse.from_request(request, conf.receiver()["MAX_BYTES"])
+            for event in received:  # every key checked before any is dispatched
+                store.check(event)
         except parse.BadEvent as err:
             return problem(err.status, str(err))
+        except auth.NotAuthenticated as err:
+            return problem(401, str(err), WWW_Authenticate=err.challenge)
         except PermissionDenied as err:
             return problem(403, str(err) or "forbidden")
+        except auth.AuthUnavailable:
+            return problem(503, "authentication unavailable", Retry_After="5")
         try:
             reports = [dispatch.deliver(event) for event in received]
-        except DatabaseError as err:
+            replies = [reply for report in reports for reply in report.replies]
+            failed = sorted({name for report in reports for name in report.failed})
+            if failed:
+                # The targets that replied are done and will be skipped on the
+                # redelivery this 500 asks for: send their replies now or never.
+                self.forward(not_echoed(replies, received))
+                return problem(500, f"{len(failed)} target(s) failed; retry")
+            return self.respond(replies, received)
+        except DatabaseError as err:  # also from the outbox, when it stores replies
             logger.warning("Receiver database error, asking for a retry: %s", err)
             return problem(503, "temporarily unavailable", Retry_After="1")
-        failed = sorted({name for report in reports for name in report.failed})
-        if failed:
-            return problem(500, f"{len(failed)} target(s) failed; retry")
-        replies = [reply for report in reports for reply in report.replies]
-        return self.respond(replies, received)
 
     def authenticate(self, request: HttpRequest) -> None:
         """Raise NotAuthenticated (401) or PermissionDenied (403), or return."""
@@ -78,18 +87,12 @@ class ReceiverView(View):
         self, replies: list[CloudEvent], received: list[CloudEvent]
     ) -> HttpResponse:
         """202 with no ce- headers, or 200 with the first reply in binary mode."""
-        incoming = {(e.get_source(), e.get_id()) for e in received}
-        replies = [r for r in replies if (r.get_source(), r.get_id()) not in incoming]
+        replies = not_echoed(replies, received)
         if not replies:
             return HttpResponse(status=202)
         first, extra = replies[0], replies[1:]
-        if extra:
-            # One HTTP response carries one event; the others are not dropped.
-            logger.warning(
-                "%d extra reply event(s) emitted through the handler instead",
-                len(extra),
-            )
-            emit.emit(extra)
+        # One HTTP response carries one event; the others are not dropped.
+        self.forward(extra)
         headers, body = events.to_http(first)
         response = HttpResponse(body, status=200, content_type=None)
         if "Content-Type" not in headers:
@@ -97,3 +100,19 @@ class ReceiverView(View):
         for name, value in headers.items():
             response[name] = value
         return response
+
+    def forward(self, replies: list[CloudEvent]) -> None:
+        """Reply events the response cannot carry, emitted through the handler."""
+        if replies:
+            logger.warning(
+                "%d reply event(s) emitted through the handler instead", len(replies)
+            )
+            emit.emit(replies)
+
+
+def not_echoed(
+    replies: list[CloudEvent], received: list[CloudEvent]
+) -> list[CloudEvent]:
+    """The replies, less any received event handed back (a loop via the broker)."""
+    incoming = {(e.get_source(), e.get_id()) for e in received}
+    return [r for r in replies if (r.get_source(), r.get_id()) not in incoming]

@@ -2,8 +2,9 @@
 
 DATABASE_URL (sqlite:///path or postgres://user:password@host:port/name; default
 a SQLite file next to this project), K_SINK (injected by Knative), CLOUDEVENTS_SOURCE,
-SECRET_KEY, DEBUG, ALLOWED_HOSTS, and the receiver's auth: CLOUDEVENTS_SECRET,
-OIDC_ISSUER, OIDC_AUDIENCE.
+DJANGO_SECRET_KEY, DEBUG, ALLOWED_HOSTS, and the receiver's auth:
+CLOUDEVENTS_SECRET, CLOUDEVENTS_OIDC_ISSUER, CLOUDEVENTS_OIDC_AUDIENCE,
+CLOUDEVENTS_OIDC_SUBJECTS (comma-separated).
 """
 
 import os
@@ -11,7 +12,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-SECRET_KEY = os.environ.get("SECRET_KEY", "example-only-not-secret")
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or "example-only-not-secret"
 DEBUG = os.environ.get("DEBUG", "") == "1"
 ALLOWED_HOSTS = os.environ.get("ALLOWED_HOSTS", "*").split(",")
 USE_TZ = True
@@ -99,14 +100,20 @@ CLOUDEVENTS_MODELS = {
     "polls.Choice": {"signals": ["post_save", "post_delete"]},
 }
 CLOUDEVENTS_HANDLER_OPTIONS = {"timeout": (2.0, 5.0)}
+# Receiver auth (k8s/settings.yaml): OIDC is on when CLOUDEVENTS_OIDC_ISSUER is set.
 CLOUDEVENTS_RECEIVER = {
     key: value
     for key, value in {
         "SECRET": os.environ.get("CLOUDEVENTS_SECRET"),
-        "OIDC_ISSUER": os.environ.get("OIDC_ISSUER"),
-        "OIDC_AUDIENCE": os.environ.get("OIDC_AUDIENCE"),
+        "OIDC_ISSUER": os.environ.get("CLOUDEVENTS_OIDC_ISSUER"),
+        "OIDC_AUDIENCE": os.environ.get("CLOUDEVENTS_OIDC_AUDIENCE"),
+        "OIDC_SUBJECTS": [
+            s for s in os.environ.get("CLOUDEVENTS_OIDC_SUBJECTS", "").split(",") if s
+        ]
+        or None,
     }.items()
-    if value
+    if value and (key != "OIDC_AUDIENCE" or os.environ.get("CLOUDEVENTS_OIDC_ISSUER"))
+    and (key != "OIDC_SUBJECTS" or os.environ.get("CLOUDEVENTS_OIDC_ISSUER"))
 }
 
 LOGGING = {
