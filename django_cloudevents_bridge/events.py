@@ -151,8 +151,20 @@ def canonical(value: Any) -> str:
 
 
 def data_bytes(event: CloudEvent) -> bytes:
-    """The event's data as the bytes a binary-mode message carries."""
-    return _format.write_data(event.get_data(), event.get_datacontenttype())
+    """The event's data as the bytes a binary-mode message carries.
+
+    Bytes go as they are and text as UTF-8; any other value (a dict, but also a
+    list, number or boolean, which the SDK would write as its Python repr) is
+    written as JSON.
+    """
+    data = event.get_data()
+    if data is None:
+        return b""
+    if isinstance(data, bytes | bytearray):
+        return bytes(data)
+    if isinstance(data, str):
+        return data.encode("utf-8")
+    return json.dumps(data, ensure_ascii=False).encode("utf-8")
 
 
 def to_http(

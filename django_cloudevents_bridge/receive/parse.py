@@ -53,6 +53,10 @@ class TooLarge(BadEvent):
     status = 413
 
 
+class LengthRequired(BadEvent):
+    status = 411
+
+
 def from_request(request: HttpRequest, max_bytes: int) -> list[CloudEvent]:
     """The events in a request; raises BadEvent (or a subclass) when malformed."""
     content_type = request.META.get("CONTENT_TYPE", "")
@@ -77,7 +81,17 @@ def read_body(request: HttpRequest, max_bytes: int) -> bytes:
         raise BadEvent("invalid Content-Length") from None
     if declared > max_bytes:
         raise TooLarge(f"body larger than {max_bytes} bytes")
-    body = request.read(max_bytes + 1)
+    meta = request.META
+    if not declared and "chunked" in meta.get("HTTP_TRANSFER_ENCODING", "").lower():
+        # Django's WSGI request reads at most CONTENT_LENGTH bytes (0 here). A
+        # server that de-chunks and ends the stream (gunicorn, PEP 3333's
+        # wsgi.input_terminated) lets us read the input itself; otherwise the
+        # body cannot be read safely, so ask for a length rather than lose it.
+        if not meta.get("wsgi.input_terminated"):
+            raise LengthRequired("chunked bodies need a Content-Length here")
+        body = meta["wsgi.input"].read(max_bytes + 1)
+    else:
+        body = request.read(max_bytes + 1)
     if len(body) > max_bytes:
         raise TooLarge(f"body larger than {max_bytes} bytes")
     return body

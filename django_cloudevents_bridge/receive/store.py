@@ -36,6 +36,10 @@ def _clip(column: str, value: str) -> str:
     return value[:limit] if limit is not None else value
 
 
+def _count_delivery(stored: ReceivedEvent) -> None:
+    ReceivedEvent.objects.filter(pk=stored.pk).update(deliveries=F("deliveries") + 1)
+
+
 def record(event: CloudEvent, target_names: Sequence[str]) -> ReceivedEvent:
     """The stored event (created on first delivery) with a run row per target."""
     key = {"source": event.get_source(), "event_id": event.get_id()}
@@ -51,10 +55,9 @@ def record(event: CloudEvent, target_names: Sequence[str]) -> ReceivedEvent:
                 )
         except IntegrityError:  # a concurrent delivery of the same event won
             stored = ReceivedEvent.objects.get(**key)
+            _count_delivery(stored)
     else:
-        ReceivedEvent.objects.filter(pk=stored.pk).update(
-            deliveries=F("deliveries") + 1
-        )
+        _count_delivery(stored)
     TargetRun.objects.bulk_create(
         [TargetRun(event=stored, target=name) for name in target_names],
         ignore_conflicts=True,

@@ -788,3 +788,20 @@ def test_fuzz_never_5xx(client, received) -> None:
         assert status in (202, 400, 413, 415), (round_, status)
         if status >= 400:
             assert_problem(response, status)
+
+
+def test_chunked_body_without_a_terminated_input_asks_for_a_length(client):
+    # Django's test client and runserver cannot hand over a chunked body.
+    response = client.post(
+        "/cloudevents/",
+        data=b'{"a": 1}',
+        content_type="application/json",
+        HTTP_TRANSFER_ENCODING="chunked",
+        CONTENT_LENGTH="",
+        HTTP_CE_SPECVERSION="1.0",
+        HTTP_CE_ID="1",
+        HTTP_CE_SOURCE="/s",
+        HTTP_CE_TYPE="t",
+    )
+    assert response.status_code == 411
+    assert "Content-Length" in response.json()["error"]

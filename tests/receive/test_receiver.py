@@ -325,11 +325,6 @@ def test_reply_of_a_target_is_not_lost_when_another_fails(
     assert len(sent_events) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="events.to_http writes list data as its Python repr (the SDK's "
-    "write_data only serializes dicts); to fix in events.data_bytes",
-)
 def test_reply_list_data_is_json(client, targets) -> None:
     data = ["a", "b"]
     targets.add("lister", lambda event: events.new(TYPE + ".reply", data=data))
