@@ -46,7 +46,8 @@ typecheck: install  ## mypy on the package
 	$(BIN)/mypy django_cloudevents_bridge
 
 bench: install  ## measured ratios, side by side in one run (see README, Performance)
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(ARGS)
+	$(BIN)/python -m bench.receive
 
 build: install  ## sdist and wheel into dist/
 	$(BIN)/python -m pip wheel --no-deps -w dist .

@@ -15,6 +15,8 @@ _EXPORTS = {
     "send_cloudevent": ".emit.sources",
     "register_group_handler": ".receive.registry",
     "register_model_event_source": ".receive.spark",
+    "process_events": ".receive.spark",
+    "only_new_events": ".receive.spark",
     "BaseEvent": ".receive.named",
     "EventNotFound": ".receive.named",
     "ValidationError": ".receive.named",
@@ -29,6 +31,8 @@ __all__ = [
     "__version__",
     "handler",
     "log",
+    "only_new_events",
+    "process_events",
     "register_group_handler",
     "register_model_event_source",
     "send_cloudevent",
@@ -38,7 +42,11 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .emit.sources import send_cloudevent
     from .receive.named import BaseEvent, EventNotFound, ValidationError, handler, log
     from .receive.registry import register_group_handler
-    from .receive.spark import register_model_event_source
+    from .receive.spark import (
+        only_new_events,
+        process_events,
+        register_model_event_source,
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -77,3 +77,12 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         if CI:
             pytest.exit(f"{reason} (required under CI=true)", returncode=1)
         pytest.exit(f"skipped: {reason}", returncode=0)
+
+
+# The Pub/Sub emulator fixtures, shared by every test package (one emulator per
+# session). Imported last: that module uses need() from here.
+from tests.pubsub_emulator import (  # noqa: E402
+    ordered_pubsub,  # noqa: F401
+    pubsub,  # noqa: F401
+    pubsub_emulator,  # noqa: F401
+)
