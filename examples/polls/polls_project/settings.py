@@ -101,20 +101,15 @@ CLOUDEVENTS_MODELS = {
 }
 CLOUDEVENTS_HANDLER_OPTIONS = {"timeout": (2.0, 5.0)}
 # Receiver auth (k8s/settings.yaml): OIDC is on when CLOUDEVENTS_OIDC_ISSUER is set.
-CLOUDEVENTS_RECEIVER = {
-    key: value
-    for key, value in {
-        "SECRET": os.environ.get("CLOUDEVENTS_SECRET"),
-        "OIDC_ISSUER": os.environ.get("CLOUDEVENTS_OIDC_ISSUER"),
-        "OIDC_AUDIENCE": os.environ.get("CLOUDEVENTS_OIDC_AUDIENCE"),
-        "OIDC_SUBJECTS": [
-            s for s in os.environ.get("CLOUDEVENTS_OIDC_SUBJECTS", "").split(",") if s
-        ]
-        or None,
-    }.items()
-    if value and (key != "OIDC_AUDIENCE" or os.environ.get("CLOUDEVENTS_OIDC_ISSUER"))
-    and (key != "OIDC_SUBJECTS" or os.environ.get("CLOUDEVENTS_OIDC_ISSUER"))
-}
+CLOUDEVENTS_RECEIVER: dict = {}
+if os.environ.get("CLOUDEVENTS_SECRET"):
+    CLOUDEVENTS_RECEIVER["SECRET"] = os.environ["CLOUDEVENTS_SECRET"]
+if os.environ.get("CLOUDEVENTS_OIDC_ISSUER"):
+    CLOUDEVENTS_RECEIVER["OIDC_ISSUER"] = os.environ["CLOUDEVENTS_OIDC_ISSUER"]
+    CLOUDEVENTS_RECEIVER["OIDC_AUDIENCE"] = os.environ.get("CLOUDEVENTS_OIDC_AUDIENCE")
+    subjects = os.environ.get("CLOUDEVENTS_OIDC_SUBJECTS", "")
+    if subjects:
+        CLOUDEVENTS_RECEIVER["OIDC_SUBJECTS"] = subjects.split(",")
 
 LOGGING = {
     "version": 1,
