@@ -34,9 +34,19 @@ class OutboxEvent(models.Model):
     class Meta:
         verbose_name = "outbox event"
         ordering = ["id"]
+        # Partial indexes: a claim reads only pending rows, however many delivered
+        # rows the retention keeps.
         indexes = [
-            models.Index(fields=["status", "next_attempt_at"], name="dce_outbox_due"),
-            models.Index(fields=["subject", "id"], name="dce_outbox_subject"),
+            models.Index(
+                fields=["id"],
+                condition=models.Q(status="pending"),
+                name="dce_outbox_pending",
+            ),
+            models.Index(
+                fields=["subject", "id"],
+                condition=models.Q(status="pending"),
+                name="dce_outbox_pending_subject",
+            ),
             models.Index(fields=["status", "delivered_at"], name="dce_outbox_done"),
         ]
 

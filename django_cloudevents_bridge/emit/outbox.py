@@ -9,6 +9,7 @@ pending for the relay (``manage.py cloudevents_relay``).
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import os
 import queue
@@ -83,25 +84,61 @@ def store(batch: Sequence[CloudEvent], using: str) -> None:
 
 
 def write(batch: Sequence[CloudEvent], using: str) -> list[int]:
-    """INSERT one row per event on ``using`` (in its current transaction)."""
-    now = timezone.now()
-    rows = [
-        OutboxEvent(
-            event_id=event.get_id(),
-            source=event.get_source()[:1024],
-            type=event.get_type()[:255],
-            subject=(event.get_subject() or "")[:1024],
-            event=events.to_json(event).decode(),
-            created_at=now,
-            next_attempt_at=now,
+    """INSERT one row per event on ``using`` (in its current transaction).
+
+    This runs inside every ``save()``, so it is one plain INSERT statement: no
+    model instances, no signals, no BEGIN/COMMIT of its own in autocommit mode.
+    """
+    connection = connections[using]
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    values = [
+        (
+            event.get_id(),
+            event.get_source()[:1024],
+            event.get_type()[:255],
+            (event.get_subject() or "")[:1024],
+            events.to_json(event).decode(),
+            OutboxEvent.Status.PENDING.value,
+            0,
+            now,
+            now,
+            "",
+            "",
         )
         for event in batch
     ]
-    if len(rows) == 1:  # save() adds no BEGIN/COMMIT of its own in autocommit mode
-        rows[0].save(using=using, force_insert=True)
-    else:
-        OutboxEvent.objects.using(using).bulk_create(rows)
-    return [row.pk for row in rows if row.pk is not None]
+    returning = connection.features.can_return_columns_from_insert
+    sql = _insert_sql(using, returning)
+    ids = []
+    with connection.cursor() as cursor:
+        for row in values:
+            cursor.execute(sql, row)
+            ids.append(cursor.fetchone()[0] if returning else cursor.lastrowid)
+    return ids
+
+
+@functools.lru_cache(maxsize=8)
+def _insert_sql(using: str, returning: bool) -> str:
+    columns = (
+        "event_id",
+        "source",
+        "type",
+        "subject",
+        "event",
+        "status",
+        "attempts",
+        "created_at",
+        "next_attempt_at",
+        "locked_by",
+        "last_error",
+    )
+    qn = connections[using].ops.quote_name
+    sql = (
+        f"INSERT INTO {qn(OutboxEvent._meta.db_table)} "
+        f"({', '.join(qn(c) for c in columns)}) "
+        f"VALUES ({', '.join(['%s'] * len(columns))})"
+    )
+    return sql + f" RETURNING {qn('id')}" if returning else sql
 
 
 # A batch of outbox row ids on a database alias, or ("", events) to send once.

@@ -122,7 +122,7 @@ class Relay:
                 locked_by=token,
                 locked_until=now + timedelta(seconds=self.options["LEASE"]),
             )
-        return list(rows.filter(locked_by=token).order_by("pk"))
+        return list(rows.filter(pk__in=chosen, locked_by=token).order_by("pk"))
 
     def _pending_before(self, found: list[tuple[int, str]]) -> dict[str, list[int]]:
         """For each subject in ``found``, the pending row ids before its last row."""
