@@ -18,15 +18,13 @@ import binascii
 import logging
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
-from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 from django.utils.decorators import method_decorator
 from django.views.decorators.csrf import csrf_exempt
 
 from .. import conf, events
 from ..events import CloudEvent
-from . import auth, dispatch, parse, store
+from . import dispatch, parse
 from .views import ReceiverView, not_echoed, problem
 
 logger = logging.getLogger("django_cloudevents_bridge")
@@ -47,32 +45,21 @@ class PubSubPushView(ReceiverView):
     only what failed). 503: our own transient trouble (database).
     """
 
-    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        try:
-            self.authenticate(request)
-            body = parse.read_body(request, conf.receiver()["MAX_BYTES"])
-            event = from_envelope(envelope_of(request, body))
-            store.check(event)
-        except parse.BadEvent as err:
-            logger.warning("Pub/Sub push delivery refused: %s", err)
-            return problem(err.status, str(err))
-        except auth.NotAuthenticated as err:
-            return problem(401, str(err), WWW_Authenticate=err.challenge)
-        except PermissionDenied as err:
-            return problem(403, str(err) or "forbidden")
-        except auth.AuthUnavailable:
-            return problem(503, "authentication unavailable", Retry_After="5")
-        try:
-            report = dispatch.deliver(event)
-            # Pub/Sub reads no response body: replies go out through the handler,
-            # also when another target failed (the replying ones will be skipped
-            # on the redelivery).
-            self.forward(not_echoed(report.replies, [event]))
-        except DatabaseError as err:  # also from the outbox, when it stores replies
-            logger.warning("Receiver database error, asking for a retry: %s", err)
-            return problem(503, "temporarily unavailable", Retry_After="1")
-        if not report.ok:
-            return problem(500, f"{len(report.failed)} target(s) failed; retry")
+    def receive(self, request: HttpRequest) -> list[CloudEvent]:
+        body = parse.read_body(request, conf.receiver()["MAX_BYTES"])
+        return [from_envelope(envelope_of(request, body))]
+
+    def answer(
+        self, reports: list[dispatch.Report], received: list[CloudEvent]
+    ) -> HttpResponse:
+        # Pub/Sub reads no response body: replies go out through the handler, also
+        # when another target failed (the replying ones will be skipped on the
+        # redelivery).
+        replies = [reply for report in reports for reply in report.replies]
+        self.forward(not_echoed(replies, received))
+        failed = sorted({name for report in reports for name in report.failed})
+        if failed:
+            return problem(500, f"{len(failed)} target(s) failed; retry")
         return HttpResponse(status=204)
 
 

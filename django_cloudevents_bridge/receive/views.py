@@ -54,7 +54,7 @@ class ReceiverView(View):
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         try:
             self.authenticate(request)
-            received = parse.from_request(request, conf.receiver()["MAX_BYTES"])
+            received = self.receive(request)
             for event in received:  # every key checked before any is dispatched
                 store.check(event)
         except parse.BadEvent as err:
@@ -67,17 +67,27 @@ class ReceiverView(View):
             return problem(503, "authentication unavailable", Retry_After="5")
         try:
             reports = [dispatch.deliver(event) for event in received]
-            replies = [reply for report in reports for reply in report.replies]
-            failed = sorted({name for report in reports for name in report.failed})
-            if failed:
-                # The targets that replied are done and will be skipped on the
-                # redelivery this 500 asks for: send their replies now or never.
-                self.forward(not_echoed(replies, received))
-                return problem(500, f"{len(failed)} target(s) failed; retry")
-            return self.respond(replies, received)
+            return self.answer(reports, received)
         except DatabaseError as err:  # also from the outbox, when it stores replies
             logger.warning("Receiver database error, asking for a retry: %s", err)
             return problem(503, "temporarily unavailable", Retry_After="1")
+
+    def receive(self, request: HttpRequest) -> list[CloudEvent]:
+        """The events in the request; raises parse.BadEvent when malformed."""
+        return parse.from_request(request, conf.receiver()["MAX_BYTES"])
+
+    def answer(
+        self, reports: list[dispatch.Report], received: list[CloudEvent]
+    ) -> HttpResponse:
+        """500 if a target failed, else the acknowledgement (with a reply)."""
+        replies = [reply for report in reports for reply in report.replies]
+        failed = sorted({name for report in reports for name in report.failed})
+        if failed:
+            # The targets that replied are done and will be skipped on the
+            # redelivery this 500 asks for: send their replies now or never.
+            self.forward(not_echoed(replies, received))
+            return problem(500, f"{len(failed)} target(s) failed; retry")
+        return self.respond(replies, received)
 
     def authenticate(self, request: HttpRequest) -> None:
         """Raise NotAuthenticated (401) or PermissionDenied (403), or return."""
