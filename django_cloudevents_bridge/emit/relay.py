@@ -21,7 +21,7 @@ import socket
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -39,6 +39,7 @@ logger = logging.getLogger("django_cloudevents_bridge")
 
 Status = OutboxEvent.Status
 CHUNK = 10  # rows sent between two checks that the lease still holds
+HEARTBEAT = 1.0  # at most this many seconds between recording finished groups
 
 
 @dataclass
@@ -147,10 +148,10 @@ class Relay:
     def send(self, rows: Sequence[OutboxEvent]) -> Result:
         """Send claimed rows: subjects in parallel, each subject's rows in order.
 
-        Worker threads only send; this thread records each group's results as it
-        finishes and, while groups are still sending, renews their lease every
-        third of it (a heartbeat), so a slow sink never hands rows that are still
-        being sent to another relay.
+        Worker threads only send. This thread wakes every second (or third of the
+        lease) while groups are sending: it records the groups that finished, in
+        one UPDATE, and renews the lease of the others (a heartbeat), so a slow
+        sink never hands rows that are still being sent to another relay.
         """
         groups: dict[Any, list[OutboxEvent]] = defaultdict(list)
         for row in rows:
@@ -162,24 +163,25 @@ class Relay:
         }
         result = Result()
         running = set(work)
+        tick = min(self.options["LEASE"] / 3, HEARTBEAT)
         while running:
-            finished, running = wait(
-                running, timeout=self.options["LEASE"] / 3, return_when=FIRST_COMPLETED
-            )
-            for future in finished:
-                self._record(future.result(), result)
+            finished, running = wait(running, timeout=tick)
+            self._record([future.result() for future in finished], result)
             if running:
                 self._renew([row for future in running for row in work[future]])
         return result
 
-    def _record(self, outcome: Outcome, result: Result) -> None:
-        self._mark_delivered(outcome.sent)
-        result.delivered += len(outcome.sent)
-        for row in outcome.failed:
-            assert outcome.error is not None
-            result.failed += 1
-            result.parked += int(self._mark_failed(row, outcome.error))
-        self._release(outcome.untried)
+    def _record(self, outcomes: list[Outcome], result: Result) -> None:
+        """Record finished groups: one UPDATE for all their delivered rows."""
+        delivered = [row for outcome in outcomes for row in outcome.sent]
+        self._mark_delivered(delivered)
+        result.delivered += len(delivered)
+        for outcome in outcomes:
+            for row in outcome.failed:
+                assert outcome.error is not None
+                result.failed += 1
+                result.parked += int(self._mark_failed(row, outcome.error))
+            self._release(outcome.untried)
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
