@@ -130,6 +130,11 @@ RECEIVER_DEFAULTS: dict[str, Any] = {
 }
 
 
+def receiver_setting() -> object:
+    """``CLOUDEVENTS_RECEIVER`` exactly as configured (None if unset)."""
+    return getattr(settings, "CLOUDEVENTS_RECEIVER", None)
+
+
 def receiver() -> dict[str, Any]:
     """``CLOUDEVENTS_RECEIVER``: the receiver's settings (see RECEIVER_DEFAULTS)."""
     configured = getattr(settings, "CLOUDEVENTS_RECEIVER", None) or {}

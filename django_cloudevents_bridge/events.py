@@ -36,7 +36,7 @@ DISPLAY_ORDER = ("specversion", "type", "source", "subject", "id", "time") + (
     "dataschema",
 )
 CORE_ATTRIBUTES = frozenset(DISPLAY_ORDER)
-EXTENSION_NAME = re.compile(r"^[a-z0-9]+$")
+EXTENSION_NAME = re.compile(r"^[a-z0-9]+\Z")  # \Z: "$" would allow a final newline
 OVERRIDES_VAR = "K_CE_OVERRIDES"
 
 # HTTP binding 3.1.3.2: printable ASCII stays as it is, except space, '"' and '%'.

@@ -71,6 +71,12 @@ def authenticate(request: HttpRequest) -> None:
     options = conf.receiver()
     secrets = secrets_of(options["SECRET"])
     if not secrets and not options["OIDC_ISSUER"]:
+        configured = conf.receiver_setting()
+        if isinstance(configured, dict) and (
+            "SECRET" in configured or "OIDC_ISSUER" in configured
+        ):
+            # Set but empty (say os.environ.get("SECRET", "")): fail closed.
+            raise NotAuthenticated("receiver authentication is misconfigured")
         return  # an open receiver; check W003 says so at start-up
     credential = bearer(request)
     if credential is None:

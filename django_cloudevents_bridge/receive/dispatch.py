@@ -20,6 +20,10 @@ from . import registry, store
 logger = logging.getLogger("django_cloudevents_bridge")
 
 
+class TargetRolledBack(Exception):
+    """A target returned, but a database error it caught undid its work."""
+
+
 @dataclass
 class Report:
     """What dispatching one event did."""
@@ -52,6 +56,10 @@ def deliver(event: CloudEvent) -> Report:
             try:
                 with transaction.atomic():  # savepoint: a failure undoes only this
                     reply = target.run(event)
+                    if transaction.get_rollback():
+                        # The target caught a database error itself: its writes
+                        # are being rolled back, so it must not be marked done.
+                        raise TargetRolledBack("its database work was rolled back")
             except Exception as err:
                 logger.exception(
                     "Target %s failed on CloudEvent %s (%s)",

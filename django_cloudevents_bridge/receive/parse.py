@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -69,7 +70,7 @@ def from_request(request: HttpRequest, max_bytes: int) -> list[CloudEvent]:
     if media.startswith("application/cloudevents"):
         if media != "application/cloudevents+json":
             raise UnsupportedFormat(f"unsupported event format {media}")
-        return [from_structured(load_json(body))]
+        return [from_structured(load_json(body, envelope=True))]
     return [from_binary(request.META, content_type, body)]
 
 
@@ -79,6 +80,8 @@ def read_body(request: HttpRequest, max_bytes: int) -> bytes:
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
         raise BadEvent("invalid Content-Length") from None
+    if declared < 0:
+        raise BadEvent("invalid Content-Length")
     if declared > max_bytes:
         raise TooLarge(f"body larger than {max_bytes} bytes")
     meta = request.META
@@ -97,14 +100,39 @@ def read_body(request: HttpRequest, max_bytes: int) -> bytes:
     return body
 
 
-def load_json(body: bytes) -> Any:
+def load_json(body: bytes, *, envelope: bool = False) -> Any:
+    """Strict JSON: no NaN/Infinity, and in an event envelope no repeated names."""
     try:
-        value = json.loads(body.decode("utf-8"))
+        value = json.loads(
+            body.decode("utf-8"),
+            parse_constant=_not_json,
+            parse_float=_finite,
+            object_pairs_hook=_unique if envelope else None,
+        )
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise BadEvent("body is not valid JSON") from None
     if too_deep(value, MAX_DEPTH):
         raise BadEvent(f"JSON nested deeper than {MAX_DEPTH} levels")
     return value
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if math.isinf(number):
+        raise ValueError("number out of range")
+    return number
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # 1.0.3-wip: "Each context attribute MUST only appear at most once".
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        raise ValueError("a name appears twice")
+    return document
 
 
 def too_deep(value: Any, limit: int) -> bool:
@@ -125,7 +153,7 @@ def too_deep(value: Any, limit: int) -> bool:
 
 
 def from_batch(body: bytes) -> list[CloudEvent]:
-    batch = load_json(body)
+    batch = load_json(body, envelope=True)
     if not isinstance(batch, list):
         raise BadEvent("a batch must be a JSON array")
     parsed = [from_structured(item) for item in batch]

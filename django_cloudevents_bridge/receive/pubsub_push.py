@@ -72,7 +72,7 @@ def envelope_of(request: HttpRequest, body: bytes) -> Any:
     elif media.startswith("application/cloudevents"):
         if media != "application/cloudevents+json":
             raise parse.UnsupportedFormat(f"unsupported event format {media}")
-        outer = parse.from_structured(parse.load_json(body))
+        outer = parse.from_structured(parse.load_json(body, envelope=True))
     else:
         return parse.load_json(body)
     if outer.get_type() != MESSAGE_PUBLISHED:
@@ -118,7 +118,7 @@ def from_message(data: bytes, attributes: dict[str, str]) -> CloudEvent:
     if media.startswith("application/cloudevents"):
         if media != "application/cloudevents+json":
             raise parse.UnsupportedFormat(f"unsupported event format {media}")
-        return parse.from_structured(parse.load_json(data))
+        return parse.from_structured(parse.load_json(data, envelope=True))
     event: dict[str, Any] = {}
     for key, value in attributes.items():
         if not key.startswith("ce-") or key == "ce-datacontenttype":

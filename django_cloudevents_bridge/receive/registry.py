@@ -59,6 +59,27 @@ def name_of(function: Handler) -> str:
     return f"{module}.{qualname}"
 
 
+MAX_NAME = 255  # TargetRun.target
+
+
+def check_name(function: Handler, registered: Iterable[Handler]) -> None:
+    """Refuse a handler whose stored name would not identify it for good.
+
+    Exactly-once effects rest on the target's name: a name shared by two
+    handlers would run only one of them, and a name that changes between
+    processes (``functools.partial``, objects without ``__qualname__``) would run
+    a redelivered event's target again.
+    """
+    name = name_of(function)
+    if getattr(function, "__qualname__", None) is None:
+        raise ValueError(f"{function!r}: a handler must be a function or method")
+    if len(name) > MAX_NAME:
+        raise ValueError(f"handler name longer than {MAX_NAME} characters: {name}")
+    for other in registered:
+        if other is not function and name_of(other) == name:
+            raise ValueError(f"two different handlers share the name {name}")
+
+
 @overload
 def register_group_handler(handler: Handler, group: str) -> Handler: ...
 @overload
@@ -80,6 +101,7 @@ def register_group_handler(
     pattern = re.compile(group)
 
     def register(function: Handler) -> Handler:
+        check_name(function, [h for _, h in _groups])
         if not any(p.pattern == group and h is function for p, h in _groups):
             _groups.append((pattern, function))
         return function

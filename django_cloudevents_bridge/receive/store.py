@@ -14,6 +14,8 @@ from ..events import CloudEvent
 from ..models import ReceivedEvent, TargetRun
 from .parse import BadEvent
 
+MAX_KEY_BYTES = 2000
+
 
 def check(event: CloudEvent) -> None:
     """Raise BadEvent if the (source, id) key does not fit the store's columns.
@@ -25,6 +27,10 @@ def check(event: CloudEvent) -> None:
         limit = _max_length(column)
         if limit is not None and len(event.get_attributes()[attribute]) > limit:
             raise BadEvent(f"{attribute} longer than {limit} characters")
+    # PostgreSQL's unique index on (source, id) takes at most ~2,700 bytes.
+    key = event.get_source().encode("utf-8") + event.get_id().encode("utf-8")
+    if len(key) > MAX_KEY_BYTES:
+        raise BadEvent(f"source and id longer than {MAX_KEY_BYTES} bytes together")
 
 
 def _max_length(column: str) -> int | None:

@@ -72,6 +72,14 @@ class ReceiverView(View):
             logger.warning("Receiver database error, asking for a retry: %s", err)
             return problem(503, "temporarily unavailable", Retry_After="1")
 
+    def http_method_not_allowed(
+        self, request: HttpRequest, *args: Any, **kwargs: Any
+    ) -> HttpResponse:
+        response = problem(405, f"method {request.method} not allowed; use POST")
+        allowed = [m.upper() for m in self.http_method_names if hasattr(self, m)]
+        response["Allow"] = ", ".join(allowed)
+        return response
+
     def receive(self, request: HttpRequest) -> list[CloudEvent]:
         """The events in the request; raises parse.BadEvent when malformed."""
         return parse.from_request(request, conf.receiver()["MAX_BYTES"])

@@ -423,3 +423,112 @@ def test_keys_too_long_to_store_are_400(client, attribute, length) -> None:
     response = deliver(client, **{attribute: "a" * length})
     assert response.status_code == 400
     assert attribute in json.loads(response.content)["error"]
+
+
+# --- review fixes ---------------------------------------------------------------------
+
+
+def test_a_target_that_swallows_a_database_error_is_not_marked_done(client, targets):
+    from django.db import IntegrityError, transaction
+
+    Tag.objects.create(name="taken")
+
+    def swallow(event):
+        Tag.objects.create(name="written-by-the-target")
+        try:
+            with transaction.atomic(savepoint=False):  # marks the outer for rollback
+                Tag.objects.create(name="taken")
+        except IntegrityError:
+            pass
+
+    targets.add("swallow", swallow)
+    response = deliver(client)
+    assert response.status_code == 500
+    assert runs()["swallow"][0] == "failed"
+    assert "rolled back" in runs()["swallow"][2]
+    assert not Tag.objects.filter(name="written-by-the-target").exists()
+
+
+def test_two_handlers_with_one_name_are_refused():
+    def make():
+        def handler(event):
+            return None
+
+        return handler
+
+    first, second = make(), make()
+    register_group_handler(first, group="^x$")
+    try:
+        with pytest.raises(ValueError, match="share the name"):
+            register_group_handler(second, group="^y$")
+    finally:
+        unregister_group_handler(first)
+
+
+def test_a_handler_without_a_stable_name_is_refused():
+    import functools
+
+    with pytest.raises(ValueError, match="function or method"):
+        register_group_handler(functools.partial(print), group="^x$")
+
+
+def test_a_key_too_big_for_the_unique_index_is_a_400(client, targets):
+    targets.add("audit")
+    from urllib.parse import quote
+
+    # Within the column lengths in characters, but not in bytes (4 each).
+    response = deliver(client, id=quote("😀" * 250), source=quote("/" + "😀" * 400))
+    assert response.status_code == 400
+    assert "bytes" in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "receiver", [{"SECRET": ""}, {"SECRET": []}, {"OIDC_ISSUER": ""}]
+)
+def test_auth_set_but_empty_fails_closed(client, targets, settings, receiver):
+    settings.CLOUDEVENTS_RECEIVER = receiver
+    targets.add("audit")
+    assert deliver(client).status_code == 401
+    assert targets.calls == []
+
+
+HEAD = b'{"specversion": "1.0", "id": "1", "source": "/s", "type": "t"'
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        HEAD + b', "foo\\n": "x"}',
+        HEAD + b', "n": NaN}',
+        HEAD + b', "n": 1e400}',
+        HEAD + b', "id": "2"}',
+    ],
+    ids=["newline-in-name", "nan", "infinity", "repeated-attribute"],
+)
+def test_structured_edge_cases_are_400(client, targets, body):
+    targets.add("audit")
+    response = client.generic(
+        "POST", URL, body, content_type="application/cloudevents+json"
+    )
+    assert response.status_code == 400
+    assert targets.calls == []
+
+
+def test_negative_content_length_is_400(client, targets):
+    targets.add("audit")
+    response = client.generic(
+        "POST",
+        URL,
+        b"{}",
+        content_type="application/json",
+        headers=headers_for(),
+        CONTENT_LENGTH="-1",
+    )
+    assert response.status_code == 400
+
+
+def test_get_is_a_json_405_with_allow(client):
+    response = client.get(URL)
+    assert response.status_code == 405
+    assert response["Allow"] == "POST, OPTIONS"
+    assert "POST" in response.json()["error"]
