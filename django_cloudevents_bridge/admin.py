@@ -8,7 +8,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from .emit.outbox import retry
-from .models import OutboxEvent
+from .models import OutboxEvent, ReceivedEvent, TargetRun
 
 
 @admin.register(OutboxEvent)
@@ -47,3 +47,34 @@ class OutboxEventAdmin(admin.ModelAdmin):
             next_attempt_at=timezone.now(),
         )
         self.message_user(request, f"{count} event(s) parked.", messages.SUCCESS)
+
+
+class TargetRunInline(admin.TabularInline):
+    model = TargetRun
+    extra = 0
+    can_delete = False
+    fields = ("target", "status", "attempts", "error", "updated_at")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(ReceivedEvent)
+class ReceivedEventAdmin(admin.ModelAdmin):
+    list_display = (
+        "event_id",
+        "type",
+        "source",
+        "subject",
+        "received_at",
+        "deliveries",
+    )
+    list_filter = ("type", "targets__status")
+    search_fields = ("event_id", "source", "subject", "type")
+    date_hierarchy = "received_at"
+    readonly_fields = [field.name for field in ReceivedEvent._meta.fields]
+    inlines = [TargetRunInline]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # rows come from deliveries, not from the admin

@@ -532,3 +532,19 @@ def test_get_is_a_json_405_with_allow(client):
     assert response.status_code == 405
     assert response["Allow"] == "POST, OPTIONS"
     assert "POST" in response.json()["error"]
+
+
+def test_admin_lists_received_events_with_their_targets(client, targets, admin_client):
+    targets.add("audit")
+    deliver(client)
+    stored = ReceivedEvent.objects.get()
+    listing = admin_client.get(
+        "/admin/django_cloudevents_bridge/receivedevent/?targets__status=done"
+    )
+    assert listing.status_code == 200
+    assert "order-1" in listing.content.decode()
+    page = admin_client.get(
+        f"/admin/django_cloudevents_bridge/receivedevent/{stored.pk}/change/"
+    )
+    assert page.status_code == 200
+    assert "Targets.audit" in page.content.decode()
