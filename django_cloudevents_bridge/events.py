@@ -164,7 +164,7 @@ def data_bytes(event: CloudEvent) -> bytes:
         return bytes(data)
     if isinstance(data, str):
         return data.encode("utf-8")
-    return json.dumps(data, ensure_ascii=False).encode("utf-8")
+    return json.dumps(data).encode("ascii")
 
 
 def to_http(
@@ -221,8 +221,23 @@ def _fits_pubsub(attributes: dict[str, str]) -> bool:
 
 
 def to_json(event: CloudEvent) -> bytes:
-    """The event in the JSON event format (structured mode)."""
-    return _format.write(event)
+    """The event in the JSON event format (structured mode).
+
+    Written here rather than by the SDK, whose writer recognises JSON content
+    types case-sensitively and writes other non-text data as its Python repr:
+    bytes become ``data_base64``; any other value is stored as the JSON value it
+    is (json-format.md 3.1.1).
+    """
+    document: dict[str, Any] = {}
+    for name, value in event.get_attributes().items():
+        if value is not None:
+            document[name] = canonical(value) if isinstance(value, datetime) else value
+    data = event.get_data()
+    if isinstance(data, bytes | bytearray):
+        document["data_base64"] = base64.b64encode(data).decode("ascii")
+    elif data is not None:
+        document["data"] = data
+    return json.dumps(document).encode("ascii")  # \u escapes: lone surrogates too
 
 
 def from_json(body: bytes | str) -> CloudEvent:

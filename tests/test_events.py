@@ -173,3 +173,23 @@ def test_long_override_names_are_kept_with_a_warning(monkeypatch, caplog):
 def test_new_rejects_invalid_extension_names(name):
     with pytest.raises(ValueError, match="not a valid CloudEvents extension name"):
         events.new("t", extensions={name: "x"})
+
+
+@pytest.mark.parametrize(
+    "content_type, data",
+    [("Application/JSON", {"a": 1}), ("text/plain", [1, 2]), (None, "text")],
+)
+def test_json_format_keeps_data_as_its_json_value(content_type, data):
+    event = events.new("t", data=data, datacontenttype=content_type)
+    document = json.loads(events.to_json(event))
+    assert document["data"] == data
+    assert events.from_json(events.to_json(event)).get_data() == data
+
+
+def test_json_format_writes_bytes_as_base64():
+    event = events.new(
+        "t", data=b"\x00\xff", datacontenttype="application/octet-stream"
+    )
+    document = json.loads(events.to_json(event))
+    assert document["data_base64"] == "AP8="
+    assert "data" not in document
