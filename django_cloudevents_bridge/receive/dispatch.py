@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 
 from .. import signals
@@ -41,6 +42,9 @@ class Report:
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # done on an earlier delivery
     failed: list[str] = field(default_factory=list)
+    # Failed targets that rejected the event's data (a ValidationError): a
+    # retry cannot help, so the sender gets a 400, not a 500.
+    rejected: dict[str, str] = field(default_factory=dict)
     replies: list[CloudEvent] = field(default_factory=list)
 
     @property
@@ -85,6 +89,8 @@ def deliver(event: CloudEvent) -> Report:
             # runs the target again meanwhile is a retry, which is what we want.
             store.fail(stored, target.name, failure.error)
             report.failed.append(target.name)
+            if isinstance(failure.error, DjangoValidationError):
+                report.rejected[target.name] = "; ".join(failure.error.messages)
             continue
         report.ran.append(target.name)
         if reply is not None:

@@ -25,7 +25,7 @@ from django.views.decorators.csrf import csrf_exempt
 from .. import conf, events
 from ..events import CloudEvent
 from . import dispatch, parse
-from .views import ReceiverView, not_echoed, problem
+from .views import ReceiverView, failure, not_echoed
 
 logger = logging.getLogger("django_cloudevents_bridge")
 
@@ -57,9 +57,8 @@ class PubSubPushView(ReceiverView):
         # redelivery).
         replies = [reply for report in reports for reply in report.replies]
         self.forward(not_echoed(replies, received))
-        failed = sorted({name for report in reports for name in report.failed})
-        if failed:
-            return problem(500, f"{len(failed)} target(s) failed; retry")
+        if any(report.failed for report in reports):
+            return failure(reports)
         return HttpResponse(status=204)
 
 

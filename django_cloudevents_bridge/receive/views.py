@@ -92,9 +92,9 @@ class ReceiverView(View):
         failed = sorted({name for report in reports for name in report.failed})
         if failed:
             # The targets that replied are done and will be skipped on the
-            # redelivery this 500 asks for: send their replies now or never.
+            # redelivery this error may bring: send their replies now or never.
             self.forward(not_echoed(replies, received))
-            return problem(500, f"{len(failed)} target(s) failed; retry")
+            return failure(reports)
         return self.respond(replies, received)
 
     def authenticate(self, request: HttpRequest) -> None:
@@ -134,3 +134,14 @@ def not_echoed(
     """The replies, less any received event handed back (a loop via the broker)."""
     incoming = {(e.get_source(), e.get_id()) for e in received}
     return [r for r in replies if (r.get_source(), r.get_id()) not in incoming]
+
+
+def failure(reports: list[dispatch.Report]) -> HttpResponse:
+    """500 so the sender retries; 400 if every failure was a rejection of the data."""
+    failed = {name for report in reports for name in report.failed}
+    rejected = {
+        name: reason for report in reports for name, reason in report.rejected.items()
+    }
+    if failed <= set(rejected):
+        return problem(400, f"invalid event data: {next(iter(rejected.values()))}")
+    return problem(500, f"{len(failed)} target(s) failed; retry")

@@ -548,3 +548,32 @@ def test_admin_lists_received_events_with_their_targets(client, targets, admin_c
     )
     assert page.status_code == 200
     assert "Targets.audit" in page.content.decode()
+
+
+def test_a_target_rejecting_the_data_is_a_400_and_recorded(client, targets):
+    from django.core.exceptions import ValidationError
+
+    def reject(event):
+        raise ValidationError("order must be positive")
+
+    targets.add("check", reject)
+    targets.add("audit")
+    response = deliver(client)
+    assert response.status_code == 400
+    assert response.json() == {"error": "invalid event data: order must be positive"}
+    assert runs()["check"][0] == "failed"
+    assert runs()["audit"][0] == "done"
+
+
+def test_a_rejection_next_to_a_crash_is_still_a_500(client, targets):
+    from django.core.exceptions import ValidationError
+
+    def reject(event):
+        raise ValidationError("no")
+
+    def crash(event):
+        raise RuntimeError("down")
+
+    targets.add("check", reject)
+    targets.add("mailer", crash)
+    assert deliver(client).status_code == 500
