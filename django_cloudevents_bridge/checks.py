@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.apps import apps
 from django.core.checks import Error, Tags, Warning, register
@@ -180,7 +182,18 @@ def check_receiver_auth(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         )
         for problem in auth.problems(options)
     ]
-    if errors or options["SECRET"] or options["OIDC_ISSUER"]:
+    issuer = options["OIDC_ISSUER"]
+    if not errors and isinstance(issuer, str) and insecure(issuer):
+        errors.append(
+            Warning(
+                "CLOUDEVENTS_RECEIVER['OIDC_ISSUER'] is plain http: anyone on the "
+                "path can hand the receiver their own signing keys.",
+                hint="Use the issuer's https URL (http is fine on loopback only).",
+                id=f"{ID}.W004",
+                obj="CLOUDEVENTS_RECEIVER",
+            )
+        )
+    if errors or options["SECRET"] or issuer:
         return errors
     if not auth.receiver_routed():
         return []  # emit-only project: nothing listens
@@ -194,3 +207,17 @@ def check_receiver_auth(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             obj="CLOUDEVENTS_RECEIVER",
         )
     ]
+
+
+def insecure(url: str) -> bool:
+    """True for an http URL whose host is not a loopback address."""
+    parts = urlsplit(url)
+    if parts.scheme != "http":
+        return False
+    host = parts.hostname or ""
+    if host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True

@@ -150,3 +150,20 @@ def test_bad_outbox_setting(settings, value, message):
 def test_good_outbox_setting(settings):
     settings.CLOUDEVENTS_OUTBOX = {"LEASE": 30, "BACKGROUND": False}
     assert bridge_checks.check_outbox() == []
+
+
+@pytest.mark.parametrize(
+    "issuer, warned",
+    [
+        ("http://issuer.example.com", True),
+        ("http://10.0.0.1:8080", True),
+        ("https://kubernetes.default.svc", False),
+        ("http://127.0.0.1:9999", False),
+        ("http://localhost:9999", False),
+        ("http://[::1]:9999", False),
+    ],
+)
+def test_plain_http_oidc_issuer_warns(settings, issuer, warned):
+    settings.CLOUDEVENTS_RECEIVER = {"OIDC_ISSUER": issuer, "OIDC_AUDIENCE": "a"}
+    found = ids(bridge_checks.check_receiver_auth())
+    assert found == (["cloudevents_bridge.W004"] if warned else [])
