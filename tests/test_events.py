@@ -193,3 +193,10 @@ def test_json_format_writes_bytes_as_base64():
     document = json.loads(events.to_json(event))
     assert document["data_base64"] == "AP8="
     assert "data" not in document
+
+
+def test_json_round_trip_invents_no_time():
+    event = events.from_attributes(
+        {"specversion": "1.0", "id": "1", "source": "/s", "type": "t"}
+    )
+    assert "time" not in events.from_json(events.to_json(event)).get_attributes()
