@@ -211,6 +211,9 @@ def test_target_work_and_done_record_commit_together(client, targets) -> None:
     assert deliver(client).status_code == 500
     assert set(Tag.objects.values_list("name", flat=True)) == {"fine"}
     assert runs()["clash"][0] == "failed"
+    # The first target's transaction also stored the event (a first delivery):
+    # it rolled back with the target, and the event was stored once after.
+    assert ReceivedEvent.objects.get().deliveries == 1
 
 
 # --- our own transient trouble --------------------------------------------------------
@@ -224,6 +227,7 @@ def test_database_error_in_the_store_is_503_with_retry_after(
 
     targets.add("audit")
     monkeypatch.setattr(store, "record", unavailable)
+    monkeypatch.setattr(store, "record_first", unavailable)  # a first delivery's
     response = deliver(client)
     assert response.status_code == 503
     assert int(response["Retry-After"]) >= 1
@@ -241,11 +245,25 @@ def test_database_error_while_claiming_is_503(client, targets, monkeypatch) -> N
         raise OperationalError("deadlock detected")
 
     targets.add("audit")
+    targets.add("billing")
     monkeypatch.setattr(store, "claim", unavailable)
+    # A first delivery stores the event and runs "audit" without a claim; the
+    # claim for "billing" fails.
     response = deliver(client)
     assert response.status_code == 503
     assert "Retry-After" in response
-    assert targets.calls == []
+    assert targets.ran("audit") == 1 and targets.ran("billing") == 0
+    assert runs()["audit"][:2] == ("done", 1)
+    assert runs()["billing"][:2] == ("pending", 0)
+
+    response = deliver(client)  # a redelivery claims every target: none runs
+    assert response.status_code == 503
+    assert targets.ran("audit") == 1 and targets.ran("billing") == 0
+
+    monkeypatch.undo()
+    assert deliver(client).status_code == 202
+    assert targets.ran("audit") == 1 and targets.ran("billing") == 1
+    assert ReceivedEvent.objects.get().deliveries == 3
 
 
 # --- replies --------------------------------------------------------------------------
