@@ -302,9 +302,10 @@ def main(
         " of the same kind.",
         "CPU busy: this process's CPU time (all threads) / wall time during the drain;"
         " near 100% the relay",
-        "is CPU-bound (one GIL), well below it waits, mostly on the database:"
-        " claim, send and record run",
-        "one after the other, and only the sends of one claim overlap.",
+        "is CPU-bound (one GIL), well below it waits, mostly on the database. On"
+        " PostgreSQL the next",
+        "claim overlaps the last batch's send and record; on SQLite (one writer)"
+        " they run one after the other.",
         "Targets on 2 cores: >= 2,000 events/s binary, >= 10,000 batched.",
         f"The sink counted {check.received:,} of {check.expected:,} events"
         " in this section.",

@@ -99,12 +99,8 @@ def write(batch: Sequence[CloudEvent], using: str) -> list[int]:
             event.get_type()[:255],
             (event.get_subject() or "")[:1024],
             events.to_json(event).decode(),
-            OutboxEvent.Status.PENDING.value,
-            0,
             now,
             now,
-            "",
-            "",
         )
         for event in batch
     ]
@@ -120,24 +116,26 @@ def write(batch: Sequence[CloudEvent], using: str) -> list[int]:
 
 @functools.lru_cache(maxsize=8)
 def _insert_sql(using: str, returning: bool) -> str:
-    columns = (
-        "event_id",
-        "source",
-        "type",
-        "subject",
-        "event",
-        "status",
-        "attempts",
-        "created_at",
-        "next_attempt_at",
-        "locked_by",
-        "last_error",
-    )
+    # Constants are written into the statement: fewer parameters to adapt on
+    # every save().
+    columns = {
+        "event_id": "%s",
+        "source": "%s",
+        "type": "%s",
+        "subject": "%s",
+        "event": "%s",
+        "created_at": "%s",
+        "next_attempt_at": "%s",
+        "status": f"'{OutboxEvent.Status.PENDING.value}'",
+        "attempts": "0",
+        "locked_by": "''",
+        "last_error": "''",
+    }
     qn = connections[using].ops.quote_name
     sql = (
         f"INSERT INTO {qn(OutboxEvent._meta.db_table)} "
         f"({', '.join(qn(c) for c in columns)}) "
-        f"VALUES ({', '.join(['%s'] * len(columns))})"
+        f"VALUES ({', '.join(columns.values())})"
     )
     return sql + f" RETURNING {qn('id')}" if returning else sql
 

@@ -436,6 +436,18 @@ def test_tls_sink_trusted_through_a_trust_bundle_dir(
     assert received.problems == []
 
 
+def test_tls_sink_trusted_through_requests_ca_bundle(
+    https_sink, ca, monkeypatch, tmp_path
+):
+    # As requests reads it: the bundle replaces the default roots.
+    ca.cert_pem.write_to_path(str(tmp_path / "roots.pem"))
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "roots.pem"))
+    make_question()
+
+    [received] = https_sink.wait_for(1)
+    assert received.problems == []
+
+
 def test_untrusted_tls_sink_is_not_delivered(https_sink, caplog):
     question = make_question()  # save() is fine
 
@@ -752,3 +764,86 @@ def test_close_is_idempotent_and_the_handler_reopens(sink):
     assert handler.send_events([events.new("t")]) == 1
     handler.close()
     assert len(sink.wait_for(1)) == 1
+
+
+# The transport: keep-alive connections of our own, requests behind a proxy
+
+
+ACCEPTED_RAW = b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n"
+
+
+class OneShotServer:
+    """Raw HTTP on loopback: answers each connection's first request with 202 and
+    then closes it, without saying so (as a sink's idle timeout does)."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.requests: list[bytes] = []
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            with connection:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = connection.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = re.search(rb"(?i)content-length: *(\d+)", head)
+                while length and len(body) < int(length.group(1)):
+                    body += connection.recv(65536)
+                self.requests.append(head)
+                connection.sendall(ACCEPTED_RAW)
+                time.sleep(0.05)  # the close reaches the client while it is idle
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def one_shot() -> Iterator[OneShotServer]:
+    server = OneShotServer()
+    yield server
+    server.close()
+
+
+def test_a_keep_alive_connection_the_sink_closed_is_replaced(one_shot):
+    url = f"http://127.0.0.1:{one_shot.port}/"
+    with http.Handler(sink=url, timeout=(1.0, 1.0), oidc_token_path=None) as handler:
+        for _ in range(3):
+            assert handler.send_events([events.new("t")]) == 1
+            time.sleep(0.1)  # the server has closed this connection by now
+    assert len(one_shot.requests) == 3
+    assert all(head.startswith(b"POST / HTTP/1.1") for head in one_shot.requests)
+
+
+def test_a_sink_behind_a_proxy_is_reached_through_it(one_shot, monkeypatch):
+    # The "proxy" answers itself; what matters is that the request went to it,
+    # in the absolute form a proxy gets, for a sink that is not listening at all.
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{one_shot.port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    sink = f"http://sink.example:{closed_port()}/events"
+    with http.Handler(sink=sink, timeout=(1.0, 1.0), oidc_token_path=None) as handler:
+        assert handler.send_events([events.new("t")]) == 1
+    [head] = one_shot.requests
+    assert head.startswith(f"POST {sink} HTTP/1.1".encode())
+    assert b"\r\nce-type: t" in head
+
+
+def test_a_header_that_would_split_the_request_is_refused_for_good(sink):
+    handler = http.Handler(
+        sink=sink.url, oidc_token_path=None, headers={"X-Tenant": "a\r\nX-Evil: 1"}
+    )
+    with handler, pytest.raises(DeliveryError, match="invalid header") as caught:
+        handler.send_events([events.new("t")])
+    assert caught.value.permanent
+    assert sink.received == []

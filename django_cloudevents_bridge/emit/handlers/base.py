@@ -8,6 +8,7 @@ from typing import Any, Self
 
 from django.core.exceptions import ImproperlyConfigured
 
+from ... import events as ce
 from ...events import CloudEvent
 from ...exceptions import DeliveryError
 
@@ -35,6 +36,17 @@ class BaseHandler:
 
     def send_events(self, events: Sequence[CloudEvent]) -> int:
         raise NotImplementedError
+
+    def send_stored(self, documents: Sequence[str]) -> int:
+        """Send events stored in the JSON event format (the relay's outbox rows).
+
+        As ``send_events``, with ``K_CE_OVERRIDES`` applied (they belong to the
+        process that sends, SPEC-NOTES 4.2). A handler that can send the stored
+        JSON as it is may override this to skip decoding it.
+        """
+        return self.send_events(
+            [ce.with_overrides(ce.from_json(document)) for document in documents]
+        )
 
     def __enter__(self) -> Self:
         self.open()

@@ -63,7 +63,7 @@ class Command(BaseCommand):
                 if time.monotonic() >= next_prune:
                     prune(relay.using)
                     next_prune = time.monotonic() + PRUNE_EVERY
-                result = relay.run_once()
+                result = relay.drain(stop)  # until nothing is due, or SIGTERM
             except DatabaseError as err:
                 # The database restarted or failed over: reconnect and go on;
                 # rows this relay had claimed come back when their lease ends.
@@ -72,8 +72,7 @@ class Command(BaseCommand):
                 stop.wait(max(interval, 1.0))
                 continue
             total += result
-            if result.claimed == 0:
-                stop.wait(interval)
+            stop.wait(interval)
         self.report(total)
 
     def trap(self, stop: threading.Event) -> None:
