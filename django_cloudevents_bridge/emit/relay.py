@@ -20,6 +20,7 @@ import os
 import random
 import socket
 import threading
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -91,32 +92,49 @@ class Relay:
             result += self.send(rows)
         return result
 
-    def drain(self, stop: threading.Event | None = None) -> Result:
-        """Run rounds until nothing is due (or ``stop`` is set); return the totals.
+    def drain(
+        self, stop: threading.Event | None = None, until: float | None = None
+    ) -> Result:
+        """Run rounds until nothing is due; return the totals.
 
-        Where the database takes writes from several connections at once (not
-        SQLite) and no transaction is open, the next batch is claimed while the
-        last one is sent and recorded in a helper thread (with a connection of
-        its own): a batched-mode relay otherwise waits on the database most of
-        the time. Subject order holds, since the claim skips a subject whose
-        earlier row is still leased. A batch in hand is always finished.
+        Stops early, finishing the batch in hand, once ``stop`` is set or the
+        monotonic clock passes ``until``. Where the database takes writes from
+        several connections at once (not SQLite) and no transaction is open,
+        the next batch is claimed while the last one is sent and recorded in a
+        helper thread (with a connection of its own): a batched-mode relay
+        otherwise waits on the database most of the time. Subject order holds,
+        since a claim skips a subject whose earlier row is still leased.
         """
         connection = connections[self.using]
         if connection.vendor == "sqlite" or connection.in_atomic_block:
-            return self._drain_serially(stop)
+            return self._drain_serially(stop, until)
         total = Result()
-        helper = ThreadPoolExecutor(1, thread_name_prefix="dce-relay-record")
+        helper: ThreadPoolExecutor | None = None
         in_hand: Future[Result] | None = None
         rows: list[OutboxEvent] = []
         try:
             while True:
-                rows = [] if stop is not None and stop.is_set() else self.claim()
+                if (stop is not None and stop.is_set()) or (
+                    until is not None and time.monotonic() >= until
+                ):
+                    rows = []
+                else:
+                    rows = self.claim()
+                    claimed_at = time.monotonic()
                 if in_hand is not None:
                     total += in_hand.result()
                     in_hand = None
+                    if not rows:
+                        # Claimed while a batch was in flight, whose subjects it
+                        # had to skip: only a claim with nothing out ends it.
+                        continue
                 if not rows:
                     return total
                 total += Result(claimed=len(rows))
+                if time.monotonic() - claimed_at > self._tick():
+                    self._renew(rows)  # it waited for the last batch to finish
+                if helper is None:
+                    helper = ThreadPoolExecutor(1, thread_name_prefix="dce-relay")
                 in_hand = helper.submit(self.send, rows)
                 rows = []
         finally:
@@ -126,12 +144,21 @@ class Relay:
             if rows:  # claimed, never sent: give them back now, not at lease end
                 with contextlib.suppress(Exception):
                     self._release(rows)
-            helper.submit(connections.close_all).result()  # the helper's own
-            helper.shutdown()
+            if helper is not None:
+                helper.submit(connections.close_all).result()  # the helper's own
+                helper.shutdown()
 
-    def _drain_serially(self, stop: threading.Event | None) -> Result:
+    def _tick(self) -> float:
+        """Seconds between lease checks while rows are out (the heartbeat)."""
+        return float(min(self.options["LEASE"] / 3, HEARTBEAT))
+
+    def _drain_serially(
+        self, stop: threading.Event | None, until: float | None
+    ) -> Result:
         total = Result()
         while stop is None or not stop.is_set():
+            if until is not None and time.monotonic() >= until:
+                break
             result = self.run_once()
             total += result
             if result.claimed == 0:
@@ -272,7 +299,7 @@ class Relay:
         }
         result = Result()
         running = set(work)
-        tick = min(self.options["LEASE"] / 3, HEARTBEAT)
+        tick = self._tick()
         while running:
             finished, running = wait(running, timeout=tick)
             self._record([future.result() for future in finished], result)

@@ -240,7 +240,9 @@ def done(stored: int, target: str) -> None:
 
 
 def fail(stored: int, target: str, error: BaseException) -> None:
-    TargetRun.objects.filter(event_id=stored, target=target).update(
+    """Record a failed run, unless a concurrent delivery got it done meanwhile."""
+    runs = TargetRun.objects.filter(event_id=stored, target=target)
+    runs.exclude(status=TargetRun.Status.DONE).update(
         status=TargetRun.Status.FAILED,
         attempts=F("attempts") + 1,
         error=f"{type(error).__name__}: {error}"[:2000],

@@ -224,6 +224,33 @@ def test_subject_order_holds_across_a_failure(relay_settings, http_sink):
     assert texts == ["v1", "v2", "v3"]
 
 
+def test_one_drain_empties_the_outbox_even_for_one_busy_subject(
+    relay_settings, http_sink
+):
+    # On PostgreSQL the next claim is taken while a batch is in flight, and has
+    # to skip that batch's subject; the drain must not stop there.
+    question = ask("v0")
+    for version in range(1, 25):
+        question.question_text = f"v{version}"
+        question.save()
+    result = relay(relay_settings, BATCH_SIZE=10).drain()
+    assert result.delivered == 25
+    assert not OutboxEvent.objects.filter(status="pending").exists()
+    texts = [r.event.get_data()["data"]["question_text"] for r in http_sink.received]
+    assert texts == [f"v{version}" for version in range(25)]
+
+
+def test_drain_stops_at_its_deadline_with_the_batch_in_hand_done(
+    relay_settings, http_sink
+):
+    for n in range(5):
+        ask(str(n))
+    result = relay(relay_settings, BATCH_SIZE=2).drain(until=time.monotonic())
+    assert result.claimed == 0  # past the deadline: nothing claimed
+    result = relay(relay_settings, BATCH_SIZE=2).drain()
+    assert result.delivered == 5
+
+
 def test_parked_after_max_attempts_then_retried_by_command(relay_settings, http_sink):
     relay_settings.CLOUDEVENTS_OUTBOX = {**FAST, "MAX_ATTEMPTS": 3}
     http_sink.faults.extend([Fault(status=500)] * 3)

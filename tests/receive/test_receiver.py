@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.db import OperationalError, close_old_connections, connection
+from django.db import OperationalError, close_old_connections, connection, transaction
 from django.test import Client
 
 from django_cloudevents_bridge import events
@@ -595,3 +595,16 @@ def test_a_rejection_next_to_a_crash_is_still_a_500(client, targets):
     targets.add("check", reject)
     targets.add("mailer", crash)
     assert deliver(client).status_code == 500
+
+
+def test_a_late_failure_record_does_not_undo_a_done_target(targets) -> None:
+    # A delivery whose target failed records the failure after its rollback; a
+    # concurrent delivery may have run the target to done meanwhile.
+    event = events.new("com.example.order.created", source="/orders", data={})
+    stored = store.record(event, ["group:late"])
+    with transaction.atomic():
+        assert store.claim(stored, "group:late")
+        store.done(stored, "group:late")
+    store.fail(stored, "group:late", RuntimeError("the other delivery's error"))
+    run = TargetRun.objects.get()
+    assert (run.status, run.attempts, run.error) == ("done", 1, "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import logging
 import os
@@ -72,7 +73,7 @@ class Handler(BaseHandler):
         )
         self.oidc_token_path = oidc_token_path
         self.ca_certs_dir = ca_certs_dir
-        self.headers = dict(headers or {})
+        self.headers = _checked_headers(headers or {})
         self.batch = bool(batch)
         # Sinks reached directly: a pool of http.client connections each. A sink
         # behind a proxy (HTTP_PROXY and friends) goes through a requests
@@ -142,9 +143,16 @@ class Handler(BaseHandler):
     def _post(
         self, sink: str, headers: dict[str, str], body: bytes, event_id: str
     ) -> None:
-        headers.update(self.headers)
+        if self.headers:  # configured values win, whatever their case
+            names = {name.lower() for name in self.headers}
+            headers = {k: v for k, v in headers.items() if k.lower() not in names}
+            headers.update(self.headers)
         token = self._oidc_token()
         if token:
+            if _UNSAFE_HEADER.search(token):
+                raise DeliveryError(
+                    "the OIDC token file holds an invalid token", event_id=event_id
+                )
             headers["Authorization"] = f"Bearer {token}"
         if self._pools is None:
             self.open()
@@ -182,7 +190,7 @@ class Handler(BaseHandler):
         pool = pools.get(request.url)
         if pool is None:
             environment = self._environment(request.url)
-            if environment["proxies"]:
+            if requests.utils.select_proxy(request.url, environment["proxies"]):
                 return None
             context = None
             if request.url.startswith("https:"):
@@ -222,7 +230,7 @@ class Handler(BaseHandler):
         )
         return (
             response.status_code,
-            response.reason or "",
+            (response.reason or "")[:100],
             response.headers.get("Retry-After"),
             response.text,
         )
@@ -346,11 +354,15 @@ class _Pool:
             timeout if isinstance(timeout, tuple) else (timeout, timeout)
         )
         self.context = context
-        # What every request starts with: the Host as the URL gives it.
-        self.head = (
-            f"POST {target} HTTP/1.1\r\nHost: {parts.netloc.rpartition('@')[2]}\r\n"
-            f"User-Agent: django-cloudevents-bridge/{_version()}\r\n"
-        )
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        if parts.port and parts.port != (443 if self.https else 80):
+            host = f"{host}:{parts.port}"  # as http.client and urllib3 write it
+        self.target = target
+        self.defaults = {
+            "host": f"Host: {host}\r\n",
+            "user-agent": f"User-Agent: django-cloudevents-bridge/{_version()}\r\n",
+        }
+        self.closed = False
         self._idle: list[socket.socket] = []
         self._lock = threading.Lock()
 
@@ -358,33 +370,45 @@ class _Pool:
         self, headers: dict[str, str], body: bytes
     ) -> tuple[int, str, str | None, str]:
         """(status, reason, Retry-After, body text) of one POST."""
-        lines = [self.head]
+        lines = [f"POST {self.target} HTTP/1.1\r\n"]
+        defaults = dict(self.defaults)
         for name, value in headers.items():
             if _UNSAFE_HEADER.search(name) or _UNSAFE_HEADER.search(value):
                 raise _BadHeader(f"invalid header {name[:40]!r}: CR, LF or NUL")
+            defaults.pop(name.lower(), None)  # a configured Host or User-Agent
             lines.append(f"{name}: {value}\r\n")
+        lines[1:1] = defaults.values()
         lines.append(f"Content-Length: {len(body)}\r\n\r\n")
         try:
             request = "".join(lines).encode("latin-1") + body
         except UnicodeEncodeError:
             raise _BadHeader("a header is not Latin-1") from None
         sock = self._get()
+        response = None
         try:
             sock.sendall(request)
             response = http.client.HTTPResponse(sock, method="POST")
-            response.begin()
+            response.begin()  # skips "100 Continue", not other 1xx
+            if response.status < 200:
+                raise http.client.HTTPException(
+                    f"unexpected interim response {response.status}"
+                )
             text = response.read()
         except BaseException:
-            sock.close()
+            _discard(sock, response)
             raise
         if response.will_close:
-            sock.close()
+            _discard(sock, response)
         else:
             with self._lock:
-                self._idle.append(sock)
+                keep = not self.closed
+                if keep:
+                    self._idle.append(sock)
+            if not keep:  # the handler closed while this request was out
+                _discard(sock, response)
         return (
             response.status,
-            response.reason,
+            (response.reason or "")[:100],
             response.headers.get("Retry-After"),
             _text(text, response.headers.get_content_charset()),
         )
@@ -419,6 +443,7 @@ class _Pool:
 
     def close(self) -> None:
         with self._lock:
+            self.closed = True
             idle, self._idle = self._idle, []
         for sock in idle:
             sock.close()
@@ -439,10 +464,43 @@ class _ConnectTimeout(TimeoutError):
 def _dropped(sock: socket.socket) -> bool:
     """True if an idle connection's socket is readable (closed, or junk)."""
     try:
+        if hasattr(select, "poll"):  # select() fails for descriptors >= 1024
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            return bool(poller.poll(0))
         readable, _, _ = select.select([sock], [], [], 0)
     except (OSError, ValueError):
         return True
     return bool(readable)
+
+
+def _discard(sock: socket.socket, response: http.client.HTTPResponse | None) -> None:
+    """Really close a connection: the response's file keeps the socket open."""
+    if response is not None:
+        response.close()
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
+
+
+def _checked_headers(headers: dict[str, str]) -> dict[str, str]:
+    """The ``headers`` option, refused at start-up when it could not be sent."""
+    for name, value in headers.items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise ImproperlyConfigured("http handler: headers must map str to str")
+        if not name or _UNSAFE_HEADER.search(name) or _UNSAFE_HEADER.search(value):
+            raise ImproperlyConfigured(
+                f"http handler: header {name[:40]!r} holds CR, LF or NUL"
+            )
+        if name.lower() in _FRAMING:
+            raise ImproperlyConfigured(
+                f"http handler: header {name!r} is the handler's own to set"
+            )
+    return dict(headers)
+
+
+# Headers that frame the message: a configured value would corrupt it.
+_FRAMING = frozenset(("content-length", "transfer-encoding", "connection"))
 
 
 def _text(body: bytes, charset: str | None) -> str:
@@ -489,13 +547,14 @@ def _describe(err: requests.RequestException) -> str:
 
 
 def _describe_os(err: OSError | http.client.HTTPException) -> str:
+    detail = str(err)[:200]  # a BadStatusLine carries the whole line it got
     if isinstance(err, _ConnectTimeout):
-        return f"connect timeout: {err}"
+        return f"connect timeout: {detail}"
     if isinstance(err, TimeoutError):
-        return f"read timeout: {err or 'timed out'}"
+        return f"read timeout: {detail or 'timed out'}"
     if isinstance(err, ssl.SSLError | ssl.CertificateError):
-        return f"TLS error: {err}"
-    return f"connection error: {type(err).__name__}: {err}"
+        return f"TLS error: {detail}"
+    return f"connection error: {type(err).__name__}: {detail}"
 
 
 def _excerpt(text: str, limit: int = 200) -> str:

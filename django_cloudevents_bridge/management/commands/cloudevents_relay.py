@@ -63,7 +63,8 @@ class Command(BaseCommand):
                 if time.monotonic() >= next_prune:
                     prune(relay.using)
                     next_prune = time.monotonic() + PRUNE_EVERY
-                result = relay.drain(stop)  # until nothing is due, or SIGTERM
+                # Until nothing is due, SIGTERM, or the next retention sweep.
+                result = relay.drain(stop, until=next_prune)
             except DatabaseError as err:
                 # The database restarted or failed over: reconnect and go on;
                 # rows this relay had claimed come back when their lease ends.
@@ -72,7 +73,8 @@ class Command(BaseCommand):
                 stop.wait(max(interval, 1.0))
                 continue
             total += result
-            stop.wait(interval)
+            if time.monotonic() < next_prune:  # not cut short by the sweep
+                stop.wait(interval)
         self.report(total)
 
     def trap(self, stop: threading.Event) -> None:
