@@ -7,6 +7,9 @@ URLs of one Django project, through one middleware stack:
   Django receiver pays before doing work);
 - ``/insert/``: the same plus one autocommit INSERT, for reference (the least a
   receiver that stores anything pays on this machine);
+- ``/atomic/``: the same INSERT inside ``transaction.atomic()`` (BEGIN, INSERT,
+  COMMIT: the round trips any receiver pays that runs a target in the
+  transaction that stores the event), for reference;
 - ``/cloudevents/``: ``ReceiverView`` with the received-event store on PostgreSQL
   and one trivial group handler: each event parsed, stored once, its target
   claimed, run and marked done.
@@ -87,6 +90,7 @@ def configure() -> None:
     """Settings for the bench project, on the database named by DATABASE_VAR."""
     import django
     from django.conf import settings
+    from django.db import transaction
     from django.http import HttpRequest, HttpResponse
     from django.urls import include, path
     from django.views.decorators.csrf import csrf_exempt
@@ -135,9 +139,15 @@ def configure() -> None:
         )
         return HttpResponse(status=202)
 
+    @csrf_exempt
+    def atomic(request: HttpRequest) -> HttpResponse:
+        with transaction.atomic():
+            return insert(request)
+
     urlpatterns[:] = [
         path("bare/", bare),
         path("insert/", insert),
+        path("atomic/", atomic),
         path("cloudevents/", include("django_cloudevents_bridge.urls")),
     ]
 
@@ -433,6 +443,7 @@ def header(workers: int, threads: int, connections: int) -> str:
 VARIANTS = {  # name: (path, label); "bare" is the baseline
     "bare": ("/bare/", "bare Django view (202)"),
     "insert": ("/insert/", "view + one INSERT (reference)"),
+    "atomic": ("/atomic/", "view + INSERT in atomic() (reference)"),
     "receiver": ("/cloudevents/", "ReceiverView, dedupe on PostgreSQL"),
 }
 

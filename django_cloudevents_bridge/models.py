@@ -47,7 +47,18 @@ class OutboxEvent(models.Model):
                 condition=models.Q(status="pending"),
                 name="dce_outbox_pending_subject",
             ),
-            models.Index(fields=["status", "delivered_at"], name="dce_outbox_done"),
+            # Also partial, so a save() writes no entry in them: one for the
+            # retention sweep, one for the admin's and the command's parked rows.
+            models.Index(
+                fields=["delivered_at"],
+                condition=models.Q(status="delivered"),
+                name="dce_outbox_delivered",
+            ),
+            models.Index(
+                fields=["id"],
+                condition=models.Q(status="parked"),
+                name="dce_outbox_parked",
+            ),
         ]
 
     def __str__(self) -> str:

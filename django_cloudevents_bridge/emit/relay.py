@@ -211,7 +211,8 @@ class Relay:
             f"AND ({locked_until} IS NULL OR {locked_until} < %s)"
         )
         sql = (
-            f"WITH candidate AS (SELECT {pk}, {subject} FROM {table} WHERE {due}"
+            f"WITH candidate AS MATERIALIZED (SELECT {pk}, {subject} FROM {table} "
+            f"WHERE {due}"
             f"{only} ORDER BY {pk} LIMIT %s{skip}), "
             f"chosen AS (SELECT c.{pk} FROM candidate c WHERE c.{subject} = '' "
             f"OR NOT EXISTS (SELECT 1 FROM {table} e WHERE e.{subject} = c.{subject} "

@@ -225,9 +225,13 @@ def test_two_relays_at_once_send_each_event_once_in_subject_order(
 ):
     need_postgres()
     commit_events(500, subjects=100)
-    # Hold every request until both relays hold a claim at the same time.
+    # Hold every request until both relays hold a claim at the same time. The
+    # first 100 rows are 100 subjects' first events: with batches of 25, one
+    # relay holds its batch in flight and the next it claimed ahead, and the
+    # other still finds a batch of subjects nobody holds.
     sink.hold_after(0)
-    pair = [relays.start(**FAST), relays.start(**FAST)]
+    options = {**FAST, "BATCH_SIZE": 25}
+    pair = [relays.start(**options), relays.start(**options)]
 
     def owners() -> set[str]:
         tokens = OutboxEvent.objects.filter(
