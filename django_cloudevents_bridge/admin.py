@@ -53,7 +53,7 @@ class TargetRunInline(admin.TabularInline):
     model = TargetRun
     extra = 0
     can_delete = False
-    fields = ("target", "status", "attempts", "error", "updated_at")
+    fields = ("target", "status", "attempts", "error", "reply", "updated_at")
     readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:

@@ -112,6 +112,9 @@ class TargetRun(models.Model):
     )
     attempts = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
+    # The reply event the target returned (JSON event format): a redelivery,
+    # which skips the done target, answers with it again instead of losing it.
+    reply = models.TextField(blank=True)
     updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

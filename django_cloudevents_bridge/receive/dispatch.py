@@ -15,9 +15,9 @@ import logging
 from dataclasses import dataclass, field
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import transaction
+from django.db import DatabaseError, transaction
 
-from .. import signals
+from .. import events, signals
 from ..events import CloudEvent
 from ..models import ReceivedEvent
 from . import registry, store
@@ -48,6 +48,9 @@ class Report:
     # retry cannot help, so the sender gets a 400, not a 500.
     rejected: dict[str, str] = field(default_factory=dict)
     replies: list[CloudEvent] = field(default_factory=list)
+    # The replies of targets skipped as done, stored when they ran: the answer
+    # to a delivery whose response the sender never got.
+    kept_replies: list[CloudEvent] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -59,7 +62,8 @@ def deliver(event: CloudEvent) -> Report:
 
     A failing target does not stop the others; its error is recorded and the
     report says so. Database errors of our own propagate (the caller answers
-    503 so the sender retries).
+    503 so the sender retries), with the report so far as their ``report``
+    attribute when targets have run: their replies must not be lost.
 
     An event seen for the first time takes the short path: it is stored, and
     its first target run, in one transaction (one commit). Every other target,
@@ -76,7 +80,10 @@ def deliver(event: CloudEvent) -> Report:
             with transaction.atomic():
                 stored = store.record_first(event, names)
                 if stored is not None:
-                    _ran(report, targets[0], _run(targets[0], event))
+                    reply, kept = _run(targets[0], event)
+                    if kept:
+                        store.keep_reply(stored, targets[0].name, kept)
+                    _ran(report, targets[0], reply)
         except TargetFailed as failure:  # rolled back: nothing of it was stored
             stored = store.record(event, names)
             _failed(report, targets[0], event, stored, failure)
@@ -84,33 +91,52 @@ def deliver(event: CloudEvent) -> Report:
             rest = targets[1:]
     if stored is None:
         stored = store.record(event, names)
-    for target in rest:
-        try:
-            with transaction.atomic():
-                if not store.claim(stored, target.name):
-                    report.skipped.append(target.name)
-                    continue
-                reply = _run(target, event)
-                store.done(stored, target.name)
-        except TargetFailed as failure:
-            _failed(report, target, event, stored, failure)
-            continue
-        _ran(report, target, reply)
+    try:
+        _deliver_rest(event, stored, rest, report)
+    except DatabaseError as err:
+        err.report = report  # type: ignore[attr-defined]  # for the replies so far
+        raise
     signals.event_received.send_robust(ReceivedEvent, event=event, report=report)
     return report
 
 
-def _run(target: registry.Target, event: CloudEvent) -> CloudEvent | None:
-    """Inside the target's transaction: its reply; TargetFailed if it failed."""
+def _deliver_rest(
+    event: CloudEvent, stored: int, rest: list[registry.Target], report: Report
+) -> None:
+    """Claim and run each target in a transaction of its own."""
+    for target in rest:
+        try:
+            with transaction.atomic():
+                owed, kept = store.claim(stored, target.name)
+                if not owed:
+                    report.skipped.append(target.name)
+                    if kept:
+                        report.kept_replies.append(events.from_json(kept))
+                    continue
+                reply, kept = _run(target, event)
+                store.done(stored, target.name, kept)
+        except TargetFailed as failure:
+            _failed(report, target, event, stored, failure)
+            continue
+        _ran(report, target, reply)
+
+
+def _run(target: registry.Target, event: CloudEvent) -> tuple[CloudEvent | None, str]:
+    """Inside the target's transaction: its reply, and the reply as stored.
+
+    Raises TargetFailed if it failed (a reply that cannot be stored is a
+    failure too: it would be lost on a redelivery).
+    """
     try:
         reply = target.run(event)
         if transaction.get_rollback():
             # The target caught a database error itself: its writes are being
             # rolled back, so it must not be marked done.
             raise TargetRolledBack("its database work was rolled back")
+        kept = "" if reply is None else events.to_json(reply).decode()
     except Exception as err:
         raise TargetFailed(err) from err  # rolls the transaction back
-    return reply
+    return reply, kept
 
 
 def _ran(report: Report, target: registry.Target, reply: CloudEvent | None) -> None:

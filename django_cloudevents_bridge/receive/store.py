@@ -59,7 +59,7 @@ class _Statements:
     insert: str  # the event, if new: RETURNING its id
     first: str  # PostgreSQL: the event and its runs at once; SQLite: one run
     again: str  # one more delivery of a stored event: RETURNING its id
-    claim: str  # lock a target's run: RETURNING its status
+    claim: str  # lock a target's run: RETURNING its status and stored reply
 
 
 _statements: dict[tuple[str, int], _Statements] = {}
@@ -79,7 +79,15 @@ def _sql(connection: BaseDatabaseWrapper, targets: int) -> _Statements:
         )
         columns = ", ".join(
             qn(c)
-            for c in ("event_id", "target", "status", "attempts", "error", "updated_at")
+            for c in (
+                "event_id",
+                "target",
+                "status",
+                "attempts",
+                "error",
+                "reply",
+                "updated_at",
+            )
         )
         done, pending = TargetRun.Status.DONE.value, TargetRun.Status.PENDING.value
         if connection.vendor == "postgresql":
@@ -89,12 +97,14 @@ def _sql(connection: BaseDatabaseWrapper, targets: int) -> _Statements:
             first = (
                 f"WITH new AS ({insert}, {qn('received_at')}) "
                 f"INSERT INTO {runs} ({columns}) SELECT new.{id_}, run.name, "
-                f"run.status, run.attempts, '', new.{qn('received_at')} FROM new "
+                f"run.status, run.attempts, '', '', new.{qn('received_at')} FROM new "
                 f"CROSS JOIN (VALUES {rows}) AS run(name, status, attempts) "
                 f"RETURNING {event_id}"
             )
         else:
-            first = f"INSERT INTO {runs} ({columns}) VALUES (%s, %s, %s, %s, '', %s)"
+            first = (
+                f"INSERT INTO {runs} ({columns}) VALUES (%s, %s, %s, %s, '', '', %s)"
+            )
         _statements[key] = _Statements(
             insert=insert,
             first=first,
@@ -104,7 +114,7 @@ def _sql(connection: BaseDatabaseWrapper, targets: int) -> _Statements:
             ),
             claim=(
                 f"UPDATE {runs} SET {qn('updated_at')} = %s WHERE {event_id} = %s "
-                f"AND {qn('target')} = %s RETURNING {qn('status')}"
+                f"AND {qn('target')} = %s RETURNING {qn('status')}, {qn('reply')}"
             ),
         )
     return _statements[key]
@@ -208,12 +218,12 @@ def record(event: CloudEvent, target_names: Sequence[str]) -> int:
     return stored
 
 
-def claim(stored: int, target: str) -> bool:
-    """Inside a transaction: lock this target's run; True if it still owes work.
+def claim(stored: int, target: str) -> tuple[bool, str]:
+    """Inside a transaction: lock this target's run; (owes work?, stored reply).
 
     The UPDATE takes the row lock (PostgreSQL) or the write lock (SQLite) before
     the status is read, so a concurrent delivery of the same event waits here and
-    then sees "done".
+    then sees "done". A done run comes with the reply it returned, if any.
     """
     connection = connections[TargetRun.objects.db]
     now = timezone.now()
@@ -224,19 +234,29 @@ def claim(stored: int, target: str) -> bool:
                 [connection.ops.adapt_datetimefield_value(now), stored, target],
             )
             row = cursor.fetchone()
-        return row is not None and row[0] != TargetRun.Status.DONE
-    runs = TargetRun.objects.filter(event_id=stored, target=target)
-    runs.update(updated_at=now)
-    return runs.exclude(status=TargetRun.Status.DONE).exists()
+    else:
+        runs = TargetRun.objects.filter(event_id=stored, target=target)
+        runs.update(updated_at=now)
+        row = runs.values_list("status", "reply").first()
+    if row is None:
+        return False, ""
+    status, reply = row
+    return status != TargetRun.Status.DONE, reply or ""
 
 
-def done(stored: int, target: str) -> None:
+def done(stored: int, target: str, reply: str = "") -> None:
     TargetRun.objects.filter(event_id=stored, target=target).update(
         status=TargetRun.Status.DONE,
         attempts=F("attempts") + 1,
         error="",
+        reply=reply,
         updated_at=timezone.now(),
     )
+
+
+def keep_reply(stored: int, target: str, reply: str) -> None:
+    """Store a done run's reply (the first target of a first delivery)."""
+    TargetRun.objects.filter(event_id=stored, target=target).update(reply=reply)
 
 
 def fail(stored: int, target: str, error: BaseException) -> None:

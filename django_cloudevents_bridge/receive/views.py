@@ -65,11 +65,20 @@ class ReceiverView(View):
             return problem(403, str(err) or "forbidden")
         except auth.AuthUnavailable:
             return problem(503, "authentication unavailable", Retry_After="5")
+        reports: list[dispatch.Report] = []
         try:
-            reports = [dispatch.deliver(event) for event in received]
+            for event in received:
+                reports.append(dispatch.deliver(event))
             return self.answer(reports, received)
-        except DatabaseError as err:  # also from the outbox, when it stores replies
+        except DatabaseError as err:
             logger.warning("Receiver database error, asking for a retry: %s", err)
+            # Targets that replied are done and will be skipped on the retry:
+            # their replies go out now, as after a failed target.
+            partial = getattr(err, "report", None)
+            if partial is not None and partial not in reports:
+                reports.append(partial)
+            replies = [reply for report in reports for reply in report.replies]
+            self.forward(not_echoed(replies, received))
             return problem(503, "temporarily unavailable", Retry_After="1")
 
     def http_method_not_allowed(
@@ -87,14 +96,24 @@ class ReceiverView(View):
     def answer(
         self, reports: list[dispatch.Report], received: list[CloudEvent]
     ) -> HttpResponse:
-        """500 if a target failed, else the acknowledgement (with a reply)."""
+        """500 if a target failed, else the acknowledgement (with a reply).
+
+        A redelivery whose targets were all done before (none runs now) answers
+        with the first reply they returned (kept with their runs): the sender
+        redelivers when it never got our answer, and that reply was in it. When
+        a target runs again, the earlier delivery failed, and its replies went
+        out through the handler then.
+        """
         replies = [reply for report in reports for reply in report.replies]
         failed = sorted({name for report in reports for name in report.failed})
         if failed:
             # The targets that replied are done and will be skipped on the
-            # redelivery this error may bring: send their replies now or never.
+            # redelivery this error may bring: send their replies now.
             self.forward(not_echoed(replies, received))
             return failure(reports)
+        if not replies and not any(report.ran for report in reports):
+            kept = [reply for report in reports for reply in report.kept_replies]
+            replies = kept[:1]  # any others went out through the handler then
         return self.respond(replies, received)
 
     def authenticate(self, request: HttpRequest) -> None:

@@ -343,6 +343,26 @@ def test_reply_of_a_target_is_not_lost_when_another_fails(
     assert len(sent_events) == 1
 
 
+def test_reply_of_a_target_is_not_lost_when_the_database_fails_after_it(
+    client, targets, sent_events, monkeypatch
+) -> None:
+    def unavailable(*args: Any, **kwargs: Any) -> bool:
+        raise OperationalError("deadlock detected")
+
+    targets.add("billing", reply_to)  # the first target: no claim, it replies
+    targets.add("audit")
+    monkeypatch.setattr(store, "claim", unavailable)  # audit's claim fails
+    assert deliver(client).status_code == 503
+    assert [event.get_type() for event in sent_events] == [
+        "com.example.invoice.requested"
+    ]
+    monkeypatch.undo()
+    response = deliver(client)
+    assert response.status_code == 202  # audit ran now; billing's reply is out
+    assert targets.ran("billing") == targets.ran("audit") == 1
+    assert len(sent_events) == 1
+
+
 def test_reply_list_data_is_json(client, targets) -> None:
     data = ["a", "b"]
     targets.add("lister", lambda event: events.new(TYPE + ".reply", data=data))
@@ -352,12 +372,56 @@ def test_reply_list_data_is_json(client, targets) -> None:
     assert json.loads(response.content) == data
 
 
-def test_duplicate_does_not_reply_again(client, targets) -> None:
+def test_a_redelivery_answers_with_the_stored_reply(client, targets) -> None:
+    # The sender redelivers when it missed our answer: the reply it carried
+    # comes back, the same event, and the target does not run again.
     targets.add("billing", reply_to)
-    assert deliver(client).status_code == 200
+    first = deliver(client)
+    assert first.status_code == 200
+    again = deliver(client)
+    assert again.status_code == 200
+    assert targets.ran("billing") == 1
+    for name in ("ce-id", "ce-type", "ce-source", "ce-orderref"):
+        assert again[name] == first[name]
+    assert again.content == first.content
+    assert runs()["billing"][:2] == ("done", 1)
+
+
+def test_a_redelivery_answers_with_the_first_kept_reply_only(
+    client, targets, sent_events
+) -> None:
+    # Two replies: the first went in the response, the second through the
+    # handler (durably). A redelivery repeats only the one that was in the
+    # response the sender missed.
+    targets.add("billing", reply_to)
+    targets.add("shipping", lambda e: reply_to(e, "com.example.shipment.requested"))
+    first = deliver(client)
+    assert [e.get_type() for e in sent_events] == ["com.example.shipment.requested"]
+    again = deliver(client)
+    assert (again.status_code, again["ce-id"]) == (200, first["ce-id"])
+    assert len(sent_events) == 1
+    assert targets.ran("billing") == targets.ran("shipping") == 1
+
+
+def test_a_reply_is_kept_for_a_target_that_is_not_the_first(client, targets) -> None:
+    # The first target runs with the event's INSERT; the others claim their run.
+    targets.add("audit")
+    targets.add("billing", reply_to)
+    first = deliver(client)
+    assert first.status_code == 200
+    again = deliver(client)
+    assert (again.status_code, again["ce-id"]) == (200, first["ce-id"])
+    assert targets.ran("audit") == targets.ran("billing") == 1
+
+
+def test_a_reply_that_cannot_be_stored_fails_the_target(client, targets) -> None:
+    def unstorable(event: CloudEvent) -> CloudEvent:
+        return events.new("com.example.reply", data={"when": object()})
+
+    targets.add("billing", unstorable)
     response = deliver(client)
-    assert response.status_code == 202
-    assert not has_ce_headers(response)
+    assert response.status_code == 500
+    assert runs()["billing"][0] == "failed"
 
 
 # --- the URL, with and without its trailing slash -------------------------------------
