@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass, field
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import DatabaseError, transaction
+from django.db import transaction
 
 from .. import events, signals
 from ..events import CloudEvent
@@ -37,6 +37,15 @@ class TargetFailed(Exception):
         self.error = error
 
 
+@dataclass(frozen=True)
+class Owed:
+    """A reply event, and the target run that keeps it until it is sent."""
+
+    event: CloudEvent
+    stored: int  # the received event's row
+    target: str
+
+
 @dataclass
 class Report:
     """What dispatching one event did."""
@@ -47,23 +56,24 @@ class Report:
     # Failed targets that rejected the event's data (a ValidationError): a
     # retry cannot help, so the sender gets a 400, not a 500.
     rejected: dict[str, str] = field(default_factory=dict)
-    replies: list[CloudEvent] = field(default_factory=list)
-    # The replies of targets skipped as done, stored when they ran: the answer
-    # to a delivery whose response the sender never got.
-    kept_replies: list[CloudEvent] = field(default_factory=list)
+    replies: list[CloudEvent] = field(default_factory=list)  # from targets run now
+    # Every reply still owed, in target order: those of targets run now, and
+    # those kept from earlier deliveries that never went out through the
+    # handler (they were in a response the sender may not have got).
+    owed: list[Owed] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.failed
 
 
-def deliver(event: CloudEvent) -> Report:
-    """Run every target that still owes work for this event.
+def deliver(event: CloudEvent, report: Report | None = None) -> Report:
+    """Run every target that still owes work for this event; fill ``report``.
 
     A failing target does not stop the others; its error is recorded and the
     report says so. Database errors of our own propagate (the caller answers
-    503 so the sender retries), with the report so far as their ``report``
-    attribute when targets have run: their replies must not be lost.
+    503 so the sender retries); a caller that passed ``report`` still sees what
+    ran before (their replies must not be lost).
 
     An event seen for the first time takes the short path: it is stored, and
     its first target run, in one transaction (one commit). Every other target,
@@ -72,9 +82,10 @@ def deliver(event: CloudEvent) -> Report:
     """
     targets = registry.targets_for(event)
     names = [target.name for target in targets]
-    report = Report()
+    report = Report() if report is None else report
     rest = targets
     stored = None
+    reply = None
     if targets:
         try:
             with transaction.atomic():
@@ -83,7 +94,8 @@ def deliver(event: CloudEvent) -> Report:
                     reply, kept = _run(targets[0], event)
                     if kept:
                         store.keep_reply(stored, targets[0].name, kept)
-                    _ran(report, targets[0], reply)
+            if stored is not None:  # committed
+                _ran(report, targets[0], reply, stored)
         except TargetFailed as failure:  # rolled back: nothing of it was stored
             stored = store.record(event, names)
             _failed(report, targets[0], event, stored, failure)
@@ -91,11 +103,7 @@ def deliver(event: CloudEvent) -> Report:
             rest = targets[1:]
     if stored is None:
         stored = store.record(event, names)
-    try:
-        _deliver_rest(event, stored, rest, report)
-    except DatabaseError as err:
-        err.report = report  # type: ignore[attr-defined]  # for the replies so far
-        raise
+    _deliver_rest(event, stored, rest, report)
     signals.event_received.send_robust(ReceivedEvent, event=event, report=report)
     return report
 
@@ -110,15 +118,14 @@ def _deliver_rest(
                 owed, kept = store.claim(stored, target.name)
                 if not owed:
                     report.skipped.append(target.name)
-                    if kept:
-                        report.kept_replies.append(events.from_json(kept))
+                    _still_owed(report, target, stored, kept)
                     continue
                 reply, kept = _run(target, event)
                 store.done(stored, target.name, kept)
         except TargetFailed as failure:
             _failed(report, target, event, stored, failure)
             continue
-        _ran(report, target, reply)
+        _ran(report, target, reply, stored)
 
 
 def _run(target: registry.Target, event: CloudEvent) -> tuple[CloudEvent | None, str]:
@@ -139,10 +146,27 @@ def _run(target: registry.Target, event: CloudEvent) -> tuple[CloudEvent | None,
     return reply, kept
 
 
-def _ran(report: Report, target: registry.Target, reply: CloudEvent | None) -> None:
+def _ran(
+    report: Report, target: registry.Target, reply: CloudEvent | None, stored: int
+) -> None:
     report.ran.append(target.name)
     if reply is not None:
         report.replies.append(reply)
+        report.owed.append(Owed(reply, stored, target.name))
+
+
+def _still_owed(
+    report: Report, target: registry.Target, stored: int, kept: str
+) -> None:
+    """A done target's kept reply: owed still, unless it went out already."""
+    if not kept:
+        return
+    try:
+        reply = events.from_json(kept)
+    except Exception:  # an edited row: not worth failing the delivery for
+        logger.warning("Ignoring the unreadable reply kept by %s", target.name)
+        return
+    report.owed.append(Owed(reply, stored, target.name))
 
 
 def _failed(

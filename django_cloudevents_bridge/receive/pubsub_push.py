@@ -25,7 +25,7 @@ from django.views.decorators.csrf import csrf_exempt
 from .. import conf, events
 from ..events import CloudEvent
 from . import dispatch, parse
-from .views import ReceiverView, failure, not_echoed
+from .views import ReceiverView, failure, owed_replies
 
 logger = logging.getLogger("django_cloudevents_bridge")
 
@@ -55,8 +55,7 @@ class PubSubPushView(ReceiverView):
         # Pub/Sub reads no response body: replies go out through the handler, also
         # when another target failed (the replying ones will be skipped on the
         # redelivery).
-        replies = [reply for report in reports for reply in report.replies]
-        self.forward(not_echoed(replies, received))
+        self.send_owed(owed_replies(reports, received))
         if any(report.failed for report in reports):
             return failure(reports)
         return HttpResponse(status=204)

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.db import IntegrityError, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from .. import events
@@ -257,6 +257,16 @@ def done(stored: int, target: str, reply: str = "") -> None:
 def keep_reply(stored: int, target: str, reply: str) -> None:
     """Store a done run's reply (the first target of a first delivery)."""
     TargetRun.objects.filter(event_id=stored, target=target).update(reply=reply)
+
+
+def settle_replies(runs: Sequence[tuple[int, str]]) -> None:
+    """Forget the kept replies of these runs: they went out through the handler."""
+    if not runs:
+        return
+    which = Q()
+    for stored, target in runs:
+        which |= Q(event_id=stored, target=target)
+    TargetRun.objects.filter(which).update(reply="")
 
 
 def fail(stored: int, target: str, error: BaseException) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
-from django.db import DatabaseError
+from django.db import DatabaseError, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
 from django.utils.decorators import method_decorator
@@ -68,17 +69,15 @@ class ReceiverView(View):
         reports: list[dispatch.Report] = []
         try:
             for event in received:
-                reports.append(dispatch.deliver(event))
+                reports.append(dispatch.Report())
+                dispatch.deliver(event, reports[-1])
             return self.answer(reports, received)
         except DatabaseError as err:
             logger.warning("Receiver database error, asking for a retry: %s", err)
             # Targets that replied are done and will be skipped on the retry:
             # their replies go out now, as after a failed target.
-            partial = getattr(err, "report", None)
-            if partial is not None and partial not in reports:
-                reports.append(partial)
-            replies = [reply for report in reports for reply in report.replies]
-            self.forward(not_echoed(replies, received))
+            with contextlib.suppress(DatabaseError):
+                self.send_owed(owed_replies(reports, received))
             return problem(503, "temporarily unavailable", Retry_After="1")
 
     def http_method_not_allowed(
@@ -98,23 +97,19 @@ class ReceiverView(View):
     ) -> HttpResponse:
         """500 if a target failed, else the acknowledgement (with a reply).
 
-        A redelivery whose targets were all done before (none runs now) answers
-        with the first reply they returned (kept with their runs): the sender
-        redelivers when it never got our answer, and that reply was in it. When
-        a target runs again, the earlier delivery failed, and its replies went
-        out through the handler then.
+        Replies are owed until they go out through the handler: those of the
+        targets that ran now, and those a done target kept from an earlier
+        delivery whose response (which carried them) the sender may never have
+        got. The response carries the first; the others go out through the
+        handler. After a failure all of them do: their targets are done and will
+        be skipped on the redelivery.
         """
-        replies = [reply for report in reports for reply in report.replies]
-        failed = sorted({name for report in reports for name in report.failed})
-        if failed:
-            # The targets that replied are done and will be skipped on the
-            # redelivery this error may bring: send their replies now.
-            self.forward(not_echoed(replies, received))
+        owed = owed_replies(reports, received)
+        if any(report.failed for report in reports):
+            self.send_owed(owed)
             return failure(reports)
-        if not replies and not any(report.ran for report in reports):
-            kept = [reply for report in reports for reply in report.kept_replies]
-            replies = kept[:1]  # any others went out through the handler then
-        return self.respond(replies, received)
+        self.send_owed(owed[1:])
+        return self.respond([owed[0].event] if owed else [], received)
 
     def authenticate(self, request: HttpRequest) -> None:
         """Raise NotAuthenticated (401) or PermissionDenied (403), or return."""
@@ -145,6 +140,31 @@ class ReceiverView(View):
                 "%d reply event(s) emitted through the handler instead", len(replies)
             )
             emit.emit(replies)
+
+    def send_owed(self, owed: list[dispatch.Owed]) -> None:
+        """``forward`` the replies, and forget them where their targets kept them.
+
+        One transaction: with the outbox, the replies' rows and the forgetting
+        commit together, so a reply is neither lost nor sent twice this way.
+        """
+        if not owed:
+            return
+        with transaction.atomic():
+            self.forward([reply.event for reply in owed])
+            store.settle_replies([(reply.stored, reply.target) for reply in owed])
+
+
+def owed_replies(
+    reports: list[dispatch.Report], received: list[CloudEvent]
+) -> list[dispatch.Owed]:
+    """Every reply owed by these reports, less any echo of a received event."""
+    incoming = {(e.get_source(), e.get_id()) for e in received}
+    return [
+        reply
+        for report in reports
+        for reply in report.owed
+        if (reply.event.get_source(), reply.event.get_id()) not in incoming
+    ]
 
 
 def not_echoed(

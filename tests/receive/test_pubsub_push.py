@@ -416,7 +416,7 @@ def test_failing_target_is_500_and_the_redelivery_runs_only_it(received):
 
 
 def test_database_error_is_503(received, monkeypatch):
-    def unavailable(event: events.CloudEvent) -> dispatch.Report:
+    def unavailable(event: events.CloudEvent, report: object = None) -> None:
         raise DatabaseError("database is locked")
 
     monkeypatch.setattr(dispatch, "deliver", unavailable)

@@ -15,11 +15,12 @@ from django.test import Client
 from django_cloudevents_bridge import events
 from django_cloudevents_bridge.events import CloudEvent
 from django_cloudevents_bridge.models import ReceivedEvent, TargetRun
-from django_cloudevents_bridge.receive import store
+from django_cloudevents_bridge.receive import dispatch, store
 from django_cloudevents_bridge.receive.registry import (
     register_group_handler,
     unregister_group_handler,
 )
+from django_cloudevents_bridge.receive.views import ReceiverView
 from tests.testapp.models import Tag
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -363,6 +364,58 @@ def test_reply_of_a_target_is_not_lost_when_the_database_fails_after_it(
     assert len(sent_events) == 1
 
 
+def test_a_reply_not_yet_sent_is_in_the_answer_to_the_redelivery(
+    client, targets, sent_events, monkeypatch
+) -> None:
+    # As if the process died after billing's commit: its reply never went out,
+    # so the redelivery (which runs the other target) carries it.
+    attempts = {"flaky": 0}
+
+    def flaky(event: CloudEvent) -> None:
+        attempts["flaky"] += 1
+        if attempts["flaky"] == 1:
+            raise RuntimeError("try again")
+
+    def handler_down(self: Any, replies: list[CloudEvent]) -> None:
+        raise OperationalError("the outbox is unavailable")
+
+    targets.add("billing", reply_to)
+    targets.add("flaky", flaky)
+    monkeypatch.setattr(ReceiverView, "forward", handler_down)
+    assert deliver(client).status_code == 503
+    monkeypatch.undo()
+    response = deliver(client)
+    assert response.status_code == 200
+    assert response["ce-type"] == "com.example.invoice.requested"
+    assert targets.ran("billing") == 1 and attempts["flaky"] == 2
+    assert sent_events == []
+    assert deliver(client)["ce-id"] == response["ce-id"]  # still the same reply
+
+
+def test_a_reply_sent_through_the_handler_is_not_sent_again(
+    client, targets, sent_events
+) -> None:
+    # The failed target is completed by another path (a replay) before the
+    # sender's retry: the retry finds every target done, and the reply already
+    # went out through the handler after the 500.
+    attempts = {"flaky": 0}
+
+    def flaky(event: CloudEvent) -> None:
+        attempts["flaky"] += 1
+        if attempts["flaky"] == 1:
+            raise RuntimeError("try again")
+
+    targets.add("billing", reply_to)
+    targets.add("flaky", flaky)
+    assert deliver(client).status_code == 500
+    assert len(sent_events) == 1
+    stored = ReceivedEvent.objects.get()
+    dispatch.deliver(events.from_json(stored.event))  # what cloudevents_replay does
+    response = deliver(client)
+    assert response.status_code == 202
+    assert len(sent_events) == 1
+
+
 def test_reply_list_data_is_json(client, targets) -> None:
     data = ["a", "b"]
     targets.add("lister", lambda event: events.new(TYPE + ".reply", data=data))
@@ -667,7 +720,7 @@ def test_a_late_failure_record_does_not_undo_a_done_target(targets) -> None:
     event = events.new("com.example.order.created", source="/orders", data={})
     stored = store.record(event, ["group:late"])
     with transaction.atomic():
-        assert store.claim(stored, "group:late")
+        assert store.claim(stored, "group:late") == (True, "")
         store.done(stored, "group:late")
     store.fail(stored, "group:late", RuntimeError("the other delivery's error"))
     run = TargetRun.objects.get()
