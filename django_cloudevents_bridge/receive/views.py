@@ -158,19 +158,19 @@ def owed_replies(
     reports: list[dispatch.Report], received: list[CloudEvent]
 ) -> list[dispatch.Owed]:
     """Every reply owed by these reports, less any echo of a received event."""
-    incoming = {(e.get_source(), e.get_id()) for e in received}
-    return [
-        reply
-        for report in reports
-        for reply in report.owed
-        if (reply.event.get_source(), reply.event.get_id()) not in incoming
-    ]
+    owed = [reply for report in reports for reply in report.owed]
+    if not owed:  # the common case: no reply at all
+        return []
+    kept = {id(event) for event in not_echoed([o.event for o in owed], received)}
+    return [reply for reply in owed if id(reply.event) in kept]
 
 
 def not_echoed(
     replies: list[CloudEvent], received: list[CloudEvent]
 ) -> list[CloudEvent]:
     """The replies, less any received event handed back (a loop via the broker)."""
+    if not replies:
+        return []
     incoming = {(e.get_source(), e.get_id()) for e in received}
     return [r for r in replies if (r.get_source(), r.get_id()) not in incoming]
 

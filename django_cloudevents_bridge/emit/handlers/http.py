@@ -154,8 +154,6 @@ class Handler(BaseHandler):
                     "the OIDC token file holds an invalid token", event_id=event_id
                 )
             headers["Authorization"] = f"Bearer {token}"
-        if self._pools is None:
-            self.open()
         try:
             request = self._template(sink)
             pool = self._pool(request)
@@ -183,7 +181,7 @@ class Handler(BaseHandler):
         """The connection pool for a sink reached directly; None behind a proxy."""
         assert request.url is not None
         pools = self._pools
-        if pools is None:  # closed meanwhile by another thread
+        if pools is None:  # not opened yet, or closed meanwhile by another thread
             self.open()
             pools = self._pools
             assert pools is not None
