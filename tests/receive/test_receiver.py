@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -80,6 +80,19 @@ class Targets:
         return sum(1 for called, *_ in self.calls if called == name)
 
 
+def fails_once(message: str = "try again") -> Callable[[CloudEvent], None]:
+    """A target that raises on its first call and succeeds after."""
+    calls = 0
+
+    def target(event: CloudEvent) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError(message)
+
+    return target
+
+
 @pytest.fixture
 def targets() -> Iterator[Targets]:
     registered = Targets()
@@ -150,12 +163,7 @@ def test_same_id_from_another_source_is_another_event(client, targets) -> None:
 
 
 def test_failing_target_is_500_and_redelivery_runs_only_it(client, targets) -> None:
-    attempts = {"flaky": 0}
-
-    def flaky(event: CloudEvent) -> None:
-        attempts["flaky"] += 1
-        if attempts["flaky"] == 1:
-            raise RuntimeError("downstream said no")
+    flaky = fails_once("downstream said no")
 
     targets.add("first")
     targets.add("flaky", flaky)
@@ -324,12 +332,7 @@ def test_reply_of_a_target_is_not_lost_when_another_fails(
 ) -> None:
     # The replying target is done and will be skipped on the redelivery the 500
     # asks for, so its reply is sent now, through the handler.
-    attempts = {"flaky": 0}
-
-    def flaky(event: CloudEvent) -> None:
-        attempts["flaky"] += 1
-        if attempts["flaky"] == 1:
-            raise RuntimeError("try again")
+    flaky = fails_once()
 
     targets.add("billing", reply_to)
     targets.add("flaky", flaky)
@@ -369,12 +372,7 @@ def test_a_reply_not_yet_sent_is_in_the_answer_to_the_redelivery(
 ) -> None:
     # As if the process died after billing's commit: its reply never went out,
     # so the redelivery (which runs the other target) carries it.
-    attempts = {"flaky": 0}
-
-    def flaky(event: CloudEvent) -> None:
-        attempts["flaky"] += 1
-        if attempts["flaky"] == 1:
-            raise RuntimeError("try again")
+    flaky = fails_once()
 
     def handler_down(self: Any, replies: list[CloudEvent]) -> None:
         raise OperationalError("the outbox is unavailable")
@@ -387,7 +385,7 @@ def test_a_reply_not_yet_sent_is_in_the_answer_to_the_redelivery(
     response = deliver(client)
     assert response.status_code == 200
     assert response["ce-type"] == "com.example.invoice.requested"
-    assert targets.ran("billing") == 1 and attempts["flaky"] == 2
+    assert targets.ran("billing") == 1 and targets.ran("flaky") == 2
     assert sent_events == []
     assert deliver(client)["ce-id"] == response["ce-id"]  # still the same reply
 
@@ -398,12 +396,7 @@ def test_a_reply_sent_through_the_handler_is_not_sent_again(
     # The failed target is completed by another path (a replay) before the
     # sender's retry: the retry finds every target done, and the reply already
     # went out through the handler after the 500.
-    attempts = {"flaky": 0}
-
-    def flaky(event: CloudEvent) -> None:
-        attempts["flaky"] += 1
-        if attempts["flaky"] == 1:
-            raise RuntimeError("try again")
+    flaky = fails_once()
 
     targets.add("billing", reply_to)
     targets.add("flaky", flaky)
