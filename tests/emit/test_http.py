@@ -922,3 +922,159 @@ def test_an_interim_response_is_a_failure_that_is_retried(monkeypatch):
         assert handler.send_events([events.new("t")]) == 1
     thread.join(5)
     listener.close()
+
+
+class CannedServer:
+    """Raw HTTP on loopback: answers requests, in order, with prepared bytes.
+
+    An answer ending in ``CLOSE`` is followed by closing the connection. The
+    server counts the connections it accepted, so reuse can be asserted.
+    """
+
+    CLOSE = b"<close>"
+
+    def __init__(self, answers: list[bytes]) -> None:
+        self.answers = list(answers)
+        self.connections = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/"
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self) -> None:
+        while self.answers:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with connection:
+                while self.answers and self.read_request(connection):
+                    answer = self.answers.pop(0)
+                    connection.sendall(answer.removesuffix(self.CLOSE))
+                    if answer.endswith(self.CLOSE):
+                        break
+
+    @staticmethod
+    def read_request(connection: socket.socket) -> bool:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = connection.recv(65536)
+            if not chunk:
+                return False
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+        while len(body) < length:
+            body += connection.recv(65536)
+        return True
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def canned(*answers: bytes) -> tuple[CannedServer, http.Handler]:
+    server = CannedServer(list(answers))
+    handler = http.Handler(sink=server.url, timeout=(1.0, 1.0), oidc_token_path=None)
+    return server, handler
+
+
+def send_two(*answers: bytes) -> tuple[CannedServer, list[DeliveryError | None]]:
+    """Send two events one after the other; what each gave, and the server."""
+    server, handler = canned(*answers)
+    outcomes: list[DeliveryError | None] = []
+    with handler:
+        for _ in range(2):
+            try:
+                handler.send_events([events.new("t")])
+            except DeliveryError as err:
+                outcomes.append(err)
+            else:
+                outcomes.append(None)
+    server.close()
+    return server, outcomes
+
+
+CHUNKED_202 = (
+    b"HTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"4;name=value\r\nsome\r\n5\r\n body\r\n0\r\nX-Trailer: yes\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("first", "connections"),
+    [
+        (ACCEPTED_RAW, 1),  # Content-Length, keep-alive
+        (CHUNKED_202, 1),  # chunked, with an extension and a trailer
+        (b"HTTP/1.1 100 Continue\r\n\r\n" + ACCEPTED_RAW, 1),
+        (b"HTTP/1.1 204 No Content\r\n\r\n", 1),
+        (b"HTTP/1.0 202 Accepted\r\nContent-Length: 0\r\n\r\n", 2),
+        (b"HTTP/1.1 202 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", 2),
+        (b"HTTP/1.1 202 Accepted\r\n\r\nuntil the end" + CannedServer.CLOSE, 2),
+    ],
+)
+def test_responses_are_read_to_their_end_and_connections_reused_when_allowed(
+    first, connections
+):
+    server, outcomes = send_two(first, ACCEPTED_RAW)
+    assert outcomes == [None, None]
+    assert server.connections == connections
+
+
+def test_a_chunked_error_body_and_folded_retry_after_are_read():
+    answer = (
+        b"HTTP/1.1 503 Busy\r\nRetry-After:\r\n  7\r\n"
+        b"Content-Type: text/plain; charset=latin-1\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n5\r\ncaf\xe9!\r\n0\r\n\r\n"
+    )
+    server, [error, second] = send_two(answer, ACCEPTED_RAW)
+    assert error is not None and not error.permanent
+    assert error.reason == "HTTP 503 Busy: café!"
+    assert error.retry_after == 7.0
+    assert second is None and server.connections == 1  # the connection was kept
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        (
+            b"HTTP/1.1 202 Accepted\r\nContent-Length: 10\r\n\r\nfour"
+            + CannedServer.CLOSE,
+            "IncompleteRead",
+        ),
+        (
+            b"HTTP/1.1 202 Accepted\r\nContent-Length: 1\r\n"
+            b"Content-Length: 2\r\n\r\nab",
+            "invalid Content-Length",
+        ),
+        (
+            b"HTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            "IncompleteRead",
+        ),
+        (b"ICY 200 OK\r\n\r\n", "BadStatusLine"),
+        (b"" + CannedServer.CLOSE, "RemoteDisconnected"),
+        (b"HTTP/1.1 202 " + b"x" * 70000 + b"\r\n\r\n", "LineTooLong"),
+        (
+            b"HTTP/1.1 202 Accepted\r\n" + b"X-A: b\r\n" * 101 + b"\r\n",
+            "more than 100 headers",
+        ),
+    ],
+)
+def test_a_malformed_response_is_a_retried_failure_on_a_fresh_connection(
+    answer, reason
+):
+    server, [error, second] = send_two(answer, ACCEPTED_RAW)
+    assert error is not None and not error.permanent
+    assert error.reason.startswith("connection error: ")
+    assert reason in error.reason
+    assert second is None  # the next event went out ...
+    assert server.connections == 2  # ... on a new connection
+
+
+def test_a_huge_error_body_is_cut_and_its_connection_not_reused():
+    body = b"x" * (http._MAX_BODY + 10)
+    answer = b"HTTP/1.1 500 Oops\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    server, [error, second] = send_two(answer, ACCEPTED_RAW)
+    assert error is not None and error.reason.startswith("HTTP 500 Oops: xxx")
+    assert len(error.reason) < 300
+    assert second is None and server.connections == 2

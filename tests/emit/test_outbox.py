@@ -388,18 +388,22 @@ def test_overrides_are_applied_by_the_sending_process(
     assert '"cluster"' not in OutboxEvent.objects.get().event  # stored as built
 
 
+@pytest.mark.parametrize("status", ["delivered", "pending"])
 def test_a_relay_that_lost_its_lease_does_not_overwrite_the_row(
-    relay_settings, http_sink
+    relay_settings, http_sink, caplog, status
 ):
     ask()
     worker = relay(relay_settings)
     [row] = worker.claim()
-    # Another relay took the row over (lease expired) and delivered it.
-    OutboxEvent.objects.update(locked_by="other:1", status="delivered")
+    # Another relay took the row over (lease expired): it delivered the row, or
+    # is still sending it.
+    OutboxEvent.objects.update(locked_by="other:1", status=status)
     result = worker.send([row])
     assert result.delivered == 1  # it did send (at least once) ...
     stored = OutboxEvent.objects.get()
-    assert (stored.status, stored.locked_by) == ("delivered", "other:1")  # ... no flip
+    assert (stored.status, stored.locked_by) == (status, "other:1")  # ... no flip
+    assert stored.delivered_at is None and stored.attempts == 0
+    assert "delivered after this relay's lease ran out" in caplog.text
 
 
 def test_no_chunk_starts_after_the_lease_is_over(relay_settings, http_sink):
@@ -531,11 +535,14 @@ def test_both_claims_take_the_same_rows(relay_settings, rows, way):
     )
 
 
-def test_claimed_rows_are_the_stored_rows(relay_settings):
+@pytest.mark.parametrize("use_tz", [True, False])
+def test_claimed_rows_are_the_stored_rows(relay_settings, use_tz):
     # The one-statement claim builds its rows from RETURNING: every field must
-    # come back as a query would load it (datetimes, on SQLite, from text).
+    # come back as a query would load it (datetimes, on SQLite, from text), with
+    # USE_TZ (aware, UTC) or without it (naive, in TIME_ZONE).
     for text in ("a", "b"):
         ask(text)
+    relay_settings.USE_TZ = use_tz
     claimed = relay(relay_settings).claim()
     stored = list(OutboxEvent.objects.order_by("pk"))
     assert [row.pk for row in claimed] == [row.pk for row in stored]
@@ -543,8 +550,11 @@ def test_claimed_rows_are_the_stored_rows(relay_settings):
         for model_field in OutboxEvent._meta.concrete_fields:
             name = model_field.attname
             assert getattr(mine, name) == getattr(theirs, name), name
+        for name in ("created_at", "next_attempt_at", "locked_until"):
+            # Read with psycopg's own loader on PostgreSQL: the same tzinfo too.
+            assert getattr(mine, name).tzinfo is getattr(theirs, name).tzinfo, name
         assert isinstance(mine.created_at, datetime.datetime)
-        assert mine.created_at.tzinfo is not None
+        assert (mine.created_at.tzinfo is not None) is use_tz
         assert not mine._state.adding and mine._state.db == "default"
 
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import certifi
@@ -328,7 +328,7 @@ class _ContextAdapter(HTTPAdapter):
 class _Pool:
     """Keep-alive connections to one sink, for any thread: plain sockets, with
     each request written in one ``sendall`` and its response read by
-    ``http.client``.
+    our own reader.
 
     The relay's hot path: a POST through requests' adapter costs about three
     times the CPU of this, and one relay process is CPU-bound. Connections are
@@ -382,33 +382,28 @@ class _Pool:
         except UnicodeEncodeError:
             raise _BadHeader("a header is not Latin-1") from None
         sock = self._get()
-        response = None
+        reader = sock.makefile("rb")
         try:
             sock.sendall(request)
-            response = http.client.HTTPResponse(sock, method="POST")
-            response.begin()  # skips "100 Continue", not other 1xx
-            if response.status < 200:
-                raise http.client.HTTPException(
-                    f"unexpected interim response {response.status}"
-                )
-            text = response.read()
+            reply = _read_response(reader)
         except BaseException:
-            _discard(sock, response)
+            _discard(sock, reader)
             raise
-        if response.will_close:
-            _discard(sock, response)
+        if reply.will_close:
+            _discard(sock, reader)
         else:
+            reader.close()  # the socket stays open: it is not the file's
             with self._lock:
                 keep = not self.closed
                 if keep:
                     self._idle.append(sock)
             if not keep:  # the handler closed while this request was out
-                _discard(sock, response)
+                _discard(sock, None)
         return (
-            response.status,
-            (response.reason or "")[:100],
-            response.headers.get("Retry-After"),
-            _text(text, response.headers.get_content_charset()),
+            reply.status,
+            reply.reason[:100],
+            reply.headers.get("retry-after"),
+            _text(reply.body, _charset(reply.headers.get("content-type", ""))),
         )
 
     def _get(self) -> socket.socket:
@@ -472,13 +467,146 @@ def _dropped(sock: socket.socket) -> bool:
     return bool(readable)
 
 
-def _discard(sock: socket.socket, response: http.client.HTTPResponse | None) -> None:
-    """Really close a connection: the response's file keeps the socket open."""
-    if response is not None:
-        response.close()
+def _discard(sock: socket.socket, reader: Any) -> None:
+    """Really close a connection: its reader (a file on it) keeps the socket open."""
+    if reader is not None:
+        reader.close()
     with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
     sock.close()
+
+
+class _Reply(NamedTuple):
+    status: int
+    reason: str
+    headers: dict[str, str]  # names in lower case; repeated ones joined by ", "
+    body: bytes
+    will_close: bool
+
+
+_MAX_LINE = 65536  # as http.client
+_MAX_HEADERS = 100
+_MAX_BODY = 1024 * 1024  # read of a reply's body; the rest closes the connection
+
+
+def _read_response(reader: Any) -> _Reply:
+    """Read one HTTP/1.1 response to a POST (RFC 9112), skipping ``100 Continue``.
+
+    Our own reader, not ``http.client``'s, which builds an ``email`` message for
+    the headers: that was a tenth of a binary-mode relay's CPU. Errors are
+    ``http.client``'s exceptions, as they were.
+    """
+    while True:
+        version, status, reason = _status_line(reader)
+        headers = _header_block(reader)
+        if status != 100:
+            break
+    if status < 200:
+        raise http.client.HTTPException(f"unexpected interim response {status}")
+    tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
+    will_close = "close" in tokens or (
+        version == "HTTP/1.0" and "keep-alive" not in tokens
+    )
+    codings = [
+        t.strip().lower() for t in headers.get("transfer-encoding", "").split(",")
+    ]
+    if status in (204, 304):
+        body = b""
+    elif codings != [""]:
+        if codings[-1] == "chunked":
+            body, complete = _chunked(reader)
+        else:  # the body ends when the connection does (RFC 9112 6.3)
+            body, complete = reader.read(_MAX_BODY), False
+        will_close = will_close or not complete
+    elif "content-length" in headers:
+        lengths = {value.strip() for value in headers["content-length"].split(",")}
+        if len(lengths) != 1 or not next(iter(lengths)).isdigit():
+            raise http.client.HTTPException("invalid Content-Length")
+        length = int(lengths.pop())
+        body = reader.read(min(length, _MAX_BODY))
+        if len(body) < min(length, _MAX_BODY):
+            raise http.client.IncompleteRead(body, length - len(body))
+        will_close = will_close or length > _MAX_BODY
+    else:
+        body, will_close = reader.read(_MAX_BODY), True
+    return _Reply(status, reason, headers, body, will_close)
+
+
+def _status_line(reader: Any) -> tuple[str, int, str]:
+    line = reader.readline(_MAX_LINE + 1)
+    if len(line) > _MAX_LINE:
+        raise http.client.LineTooLong("status line")
+    if not line:
+        raise http.client.RemoteDisconnected(
+            "Remote end closed connection without response"
+        )
+    parts = line.decode("iso-8859-1").rstrip("\r\n").split(None, 2)
+    if (
+        len(parts) < 2
+        or parts[0] not in ("HTTP/1.1", "HTTP/1.0")
+        or len(parts[1]) != 3
+        or not parts[1].isdigit()
+        or int(parts[1]) < 100
+    ):
+        raise http.client.BadStatusLine(repr(line[:200]))
+    return parts[0], int(parts[1]), parts[2] if len(parts) == 3 else ""
+
+
+def _header_block(reader: Any) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    name = ""
+    for _ in range(_MAX_HEADERS + 1):
+        line = reader.readline(_MAX_LINE + 1)
+        if len(line) > _MAX_LINE:
+            raise http.client.LineTooLong("header line")
+        if line in (b"\r\n", b"\n", b""):
+            return headers
+        text = line.decode("iso-8859-1").rstrip("\r\n")
+        if text[:1] in (" ", "\t") and name:  # obsolete line folding
+            headers[name] += " " + text.strip()
+            continue
+        name, colon, value = text.partition(":")
+        name = name.strip().lower()
+        if not colon or not name:
+            name = ""
+            continue  # not a header line: ignored, as http.client does
+        value = value.strip()
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    raise http.client.HTTPException(f"got more than {_MAX_HEADERS} headers")
+
+
+def _chunked(reader: Any) -> tuple[bytes, bool]:
+    """A chunked body (at most _MAX_BODY of it) and whether all of it was read."""
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        line = reader.readline(_MAX_LINE + 1)
+        if len(line) > _MAX_LINE:
+            raise http.client.LineTooLong("chunk size")
+        try:
+            chunk = int(line.split(b";", 1)[0].strip(), 16)
+        except ValueError:
+            raise http.client.IncompleteRead(b"".join(parts)) from None
+        if chunk < 0:
+            raise http.client.IncompleteRead(b"".join(parts))
+        if chunk == 0:
+            _header_block(reader)  # trailers, and the final empty line
+            return b"".join(parts), True
+        if size + chunk > _MAX_BODY:
+            return b"".join(parts), False
+        data = reader.read(chunk)
+        if len(data) < chunk or reader.readline(_MAX_LINE + 1) not in (b"\r\n", b"\n"):
+            raise http.client.IncompleteRead(b"".join(parts) + data)
+        parts.append(data)
+        size += chunk
+
+
+def _charset(content_type: str) -> str | None:
+    found = _CHARSET.search(content_type)
+    return found.group(1) if found else None
+
+
+_CHARSET = re.compile(r";\s*charset\s*=\s*\"?([^\";\s]+)", re.IGNORECASE)
 
 
 def _checked_headers(headers: dict[str, str]) -> dict[str, str]:
