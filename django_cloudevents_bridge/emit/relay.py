@@ -31,6 +31,7 @@ from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.models import F, Q, QuerySet
+from django.dispatch import Signal
 from django.utils import timezone
 
 from .. import conf, events, signals
@@ -83,6 +84,10 @@ class Relay:
         default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}"[:60]
     )
     _pool: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
+    # Signals held back until the transaction recording them commits (serial drain).
+    _unsignalled: list[tuple[Signal, OutboxEvent]] | None = field(
+        default=None, init=False, repr=False
+    )
 
     def run_once(self, ids: Iterable[int] | None = None) -> Result:
         """Claim one batch of due rows (or only ``ids``), send them, record results."""
@@ -155,15 +160,32 @@ class Relay:
     def _drain_serially(
         self, stop: threading.Event | None, until: float | None
     ) -> Result:
+        """One batch at a time, each batch's last results recorded in the
+        transaction that claims the next: one commit between two batches, not two
+        (on SQLite, a commit is several fsyncs). Signals go out after it commits.
+        """
         total = Result()
-        while stop is None or not stop.is_set():
-            if until is not None and time.monotonic() >= until:
-                break
-            result = self.run_once()
-            total += result
-            if result.claimed == 0:
-                break
-        return total
+        last: list[Outcome] = []
+        try:
+            while True:
+                stopping = (stop is not None and stop.is_set()) or (
+                    until is not None and time.monotonic() >= until
+                )
+                self._unsignalled = []
+                with transaction.atomic(using=self.using):
+                    self._record(last, total)
+                    rows = [] if stopping else self.claim()
+                last = []
+                self._signal()
+                if not rows:
+                    return total
+                total.claimed += len(rows)
+                last = self._send(rows, total)
+        finally:
+            self._unsignalled = None  # what a rolled-back record would have said
+            if last:  # recording (or claiming) failed: record what did go out
+                with contextlib.suppress(Exception):  # the first error is raised
+                    self._record(last, total)
 
     def claim(self, ids: Iterable[int] | None = None) -> list[OutboxEvent]:
         """Take up to BATCH_SIZE due rows for this relay, respecting subject order."""
@@ -284,13 +306,21 @@ class Relay:
         return pending
 
     def send(self, rows: Sequence[OutboxEvent]) -> Result:
+        """Send claimed rows and record how it went; see ``_send``."""
+        result = Result()
+        self._record(self._send(rows, result), result)
+        return result
+
+    def _send(self, rows: Sequence[OutboxEvent], result: Result) -> list[Outcome]:
         """Send claimed rows: subjects in parallel, each subject's rows in order.
 
         Up to CONCURRENCY worker threads take the subjects' groups of rows one
         after the other and only send. This thread wakes every second (or third of
         the lease) while groups are sending: it records the groups that finished,
         in one UPDATE, and renews the lease of the others (a heartbeat), so a slow
-        sink never hands rows that are still being sent to another relay.
+        sink never hands rows that are still being sent to another relay. The
+        groups that finish last are returned, not recorded: the caller records
+        them.
         """
         by_subject: dict[Any, list[OutboxEvent]] = defaultdict(list)
         for row in rows:
@@ -306,22 +336,21 @@ class Relay:
             self._executor().submit(self._send_groups, todo, finished)
             for _ in range(workers)
         }
-        result = Result()
         recorded = 0
         tick = self._tick()
-        while running:
+        while True:
             done, running = wait(running, timeout=tick)
             for future in done:
                 future.result()  # a worker's own error (not a send's) is raised
-            outcomes = finished[recorded:]
+            outcomes = [outcome for _, outcome in finished[recorded:]]
             recorded += len(outcomes)
-            self._record([outcome for _, outcome in outcomes], result)
-            if running:
-                over = {index for index, _ in finished[:recorded]}
-                self._renew(
-                    [row for i, g in enumerate(groups) if i not in over for row in g]
-                )
-        return result
+            if not running:
+                return outcomes
+            self._record(outcomes, result)
+            over = {index for index, _ in finished[:recorded]}
+            out = [row for i, g in enumerate(groups) if i not in over for row in g]
+            if out:  # empty when the last worker has finished but not yet returned
+                self._renew(out)
 
     def _send_groups(
         self,
@@ -457,7 +486,7 @@ class Relay:
                     "CloudEvent %s delivered (attempt %d)", row.event_id, row.attempts
                 )
             if listening:
-                signals.event_delivered.send_robust(OutboxEvent, outbox_event=row)
+                self._notify(signals.event_delivered, row)
 
     def _mark_delivered_in_one_parameter(
         self, rows: list[OutboxEvent], now: Any
@@ -511,7 +540,7 @@ class Relay:
                 " (the sink refuses it for good)" if error.permanent else "",
                 error.reason,
             )
-            signals.event_parked.send_robust(OutboxEvent, outbox_event=row)
+            self._notify(signals.event_parked, row)
         else:
             logger.warning(
                 "CloudEvent %s attempt %d failed, retry in %.1fs: %s",
@@ -521,6 +550,18 @@ class Relay:
                 error.reason,
             )
         return park
+
+    def _notify(self, signal: Signal, row: OutboxEvent) -> None:
+        """Send a signal about a row now, or once the open claim has committed."""
+        if self._unsignalled is None:
+            signal.send_robust(OutboxEvent, outbox_event=row)
+        else:
+            self._unsignalled.append((signal, row))
+
+    def _signal(self) -> None:
+        pending, self._unsignalled = self._unsignalled or [], None
+        for signal, row in pending:
+            signal.send_robust(OutboxEvent, outbox_event=row)
 
     def _release(self, rows: list[OutboxEvent]) -> None:
         """Give back untried rows (an earlier row of their subject failed)."""
@@ -540,8 +581,10 @@ def _load_timestamps_natively(connection: Any, cursor: Any) -> None:
     if connection.vendor != "postgresql" or connection.timezone is not UTC:
         return
     adapters = getattr(raw, "adapters", None)
-    if adapters is None:  # psycopg2: its loader is in C already
+    if raw is None or adapters is None:  # psycopg2: its loader is in C already
         return
+    if raw.connection.pgconn.parameter_status(b"TimeZone") not in _UTC_NAMES:
+        return  # the session is not in UTC after all (a SET TIME ZONE, a pooler)
     from psycopg import adapters as defaults
     from psycopg.pq import Format
 
@@ -549,6 +592,7 @@ def _load_timestamps_natively(connection: Any, cursor: Any) -> None:
     adapters.register_loader(oid, defaults.get_loader(oid, Format.TEXT))
 
 
+_UTC_NAMES = (b"UTC", b"Etc/UTC")
 _FIELDS = OutboxEvent._meta.concrete_fields
 _NAMES = [model_field.attname for model_field in _FIELDS]
 

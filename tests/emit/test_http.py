@@ -1011,6 +1011,13 @@ CHUNKED_202 = (
         (b"HTTP/1.0 202 Accepted\r\nContent-Length: 0\r\n\r\n", 2),
         (b"HTTP/1.1 202 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", 2),
         (b"HTTP/1.1 202 Accepted\r\n\r\nuntil the end" + CannedServer.CLOSE, 2),
+        (
+            b"HTTP/1.1 202 A\r\nTransfer-Encoding: identity\r\n"
+            b"Content-Length: 0\r\n\r\n",
+            1,
+        ),
+        # Chunked and a Content-Length: read as chunked, then not trusted again.
+        (CHUNKED_202.replace(b"\r\n\r\n", b"\r\nContent-Length: 3\r\n\r\n", 1), 2),
     ],
 )
 def test_responses_are_read_to_their_end_and_connections_reused_when_allowed(
@@ -1019,6 +1026,13 @@ def test_responses_are_read_to_their_end_and_connections_reused_when_allowed(
     server, outcomes = send_two(first, ACCEPTED_RAW)
     assert outcomes == [None, None]
     assert server.connections == connections
+
+
+def test_a_retry_after_of_other_digits_is_ignored(sink, handler):
+    sink.faults.append(Fault(status=503, headers={"Retry-After": "\u00b2"}))
+    with pytest.raises(DeliveryError) as caught:
+        handler.send_events([events.new("t")])
+    assert caught.value.retry_after is None
 
 
 def test_a_chunked_error_body_and_folded_retry_after_are_read():
@@ -1052,6 +1066,11 @@ def test_a_chunked_error_body_and_folded_retry_after_are_read():
             "IncompleteRead",
         ),
         (b"ICY 200 OK\r\n\r\n", "BadStatusLine"),
+        (b"HTTP/1.1 20\xb9 Accepted\r\n\r\n", "BadStatusLine"),  # a digit to isdigit()
+        (
+            b"HTTP/1.1 202 Accepted\r\nContent-Length: \xb2\r\n\r\nab",
+            "invalid Content-Length",
+        ),
         (b"" + CannedServer.CLOSE, "RemoteDisconnected"),
         (b"HTTP/1.1 202 " + b"x" * 70000 + b"\r\n\r\n", "LineTooLong"),
         (

@@ -12,7 +12,7 @@ import time
 
 import pytest
 from django.core.management import call_command
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from django_cloudevents_bridge import signals
@@ -303,6 +303,100 @@ def test_delivered_signal(relay_settings, http_sink):
     finally:
         signals.event_delivered.disconnect(on_delivered)
     assert seen == [OutboxEvent.objects.get().event_id]
+
+
+def test_the_serial_drain_signals_a_delivery_once_it_is_committed(
+    relay_settings, http_sink
+):
+    # One batch at a time (SQLite's way, or inside a transaction): a batch's
+    # results are recorded in the transaction that claims the next batch, and
+    # the signal waits for that commit.
+    seen = []
+
+    def on_delivered(sender, outbox_event, **kwargs):
+        stored = OutboxEvent.objects.get(pk=outbox_event.pk)
+        seen.append((outbox_event.pk, stored.status, connection.in_atomic_block))
+
+    for text in "abc":
+        ask(text)
+    signals.event_delivered.connect(on_delivered)
+    try:
+        result = relay(relay_settings, BATCH_SIZE=2)._drain_serially(None, None)
+    finally:
+        signals.event_delivered.disconnect(on_delivered)
+    pks = list(OutboxEvent.objects.order_by("pk").values_list("pk", flat=True))
+    assert (result.claimed, result.delivered) == (3, 3)
+    assert sorted(seen) == [(pk, "delivered", False) for pk in pks]  # any order
+
+
+def test_a_claim_that_fails_after_a_batch_still_records_the_batch(
+    relay_settings, http_sink, monkeypatch
+):
+    seen = []
+
+    def on_delivered(sender, outbox_event, **kwargs):
+        seen.append(outbox_event.pk)
+
+    for text in "abc":
+        ask(text)
+    worker = relay(relay_settings, BATCH_SIZE=2)
+    claim = worker.claim
+    calls = []
+
+    def claim_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:
+            raise DatabaseError("connection lost")
+        return claim(*args, **kwargs)
+
+    monkeypatch.setattr(worker, "claim", claim_once)
+    signals.event_delivered.connect(on_delivered)
+    try:
+        with pytest.raises(DatabaseError):
+            worker._drain_serially(None, None)
+    finally:
+        signals.event_delivered.disconnect(on_delivered)
+    pks = list(OutboxEvent.objects.order_by("pk").values_list("pk", flat=True))
+    statuses = dict(OutboxEvent.objects.values_list("pk", "status"))
+    assert [statuses[pk] for pk in pks] == ["delivered", "delivered", "pending"]
+    assert sorted(seen) == pks[:2]  # once each, after the record that held
+
+
+def test_a_heartbeat_after_every_group_was_recorded_renews_nothing(
+    relay_settings, http_sink, monkeypatch
+):
+    # A worker can be switched out between handing in its last group and
+    # returning; the heartbeat then finds nothing left to renew.
+    ask()
+    worker = relay(relay_settings, LEASE=0.3)
+    send_groups = Relay._send_groups
+
+    def slow_to_return(self, todo, finished):
+        send_groups(self, todo, finished)
+        time.sleep(0.5)  # longer than a tick (a third of the lease)
+
+    monkeypatch.setattr(Relay, "_send_groups", slow_to_return)
+    assert worker.send(worker.claim()).delivered == 1
+    assert OutboxEvent.objects.get().status == "delivered"
+
+
+@pytest.mark.postgres
+def test_a_claim_in_a_session_not_in_utc_reads_what_the_orm_reads(relay_settings):
+    # Django's loader labels the session's wall-clock time as UTC; psycopg's
+    # would not, so it is used only while the session really is in UTC.
+    if connection.vendor != "postgresql":
+        pytest.skip("a session time zone is PostgreSQL's")
+    ask()
+    with connection.cursor() as cursor:
+        cursor.execute("SET TIME ZONE 'Asia/Kolkata'")
+    try:
+        [claimed] = relay(relay_settings).claim()
+        stored = OutboxEvent.objects.get()
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SET TIME ZONE 'UTC'")
+    assert claimed.created_at == stored.created_at
+    assert claimed.created_at.tzinfo is stored.created_at.tzinfo
 
 
 def test_a_lease_held_by_a_live_relay_is_respected_and_an_expired_one_reclaimed(

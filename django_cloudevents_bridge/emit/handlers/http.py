@@ -508,19 +508,30 @@ def _read_response(reader: Any) -> _Reply:
         version == "HTTP/1.0" and "keep-alive" not in tokens
     )
     codings = [
-        t.strip().lower() for t in headers.get("transfer-encoding", "").split(",")
+        coding
+        for coding in (
+            t.strip().lower() for t in headers.get("transfer-encoding", "").split(",")
+        )
+        if coding not in ("", "identity")  # "identity": no coding at all
     ]
     if status in (204, 304):
         body = b""
-    elif codings != [""]:
+    elif codings:
         if codings[-1] == "chunked":
             body, complete = _chunked(reader)
         else:  # the body ends when the connection does (RFC 9112 6.3)
             body, complete = reader.read(_MAX_BODY), False
-        will_close = will_close or not complete
+        # With a Content-Length too, or from HTTP/1.0, the framing is suspect
+        # (RFC 9112 6.1, 6.3): the connection is not used again.
+        will_close = (
+            will_close
+            or not complete
+            or "content-length" in headers
+            or version == "HTTP/1.0"
+        )
     elif "content-length" in headers:
         lengths = {value.strip() for value in headers["content-length"].split(",")}
-        if len(lengths) != 1 or not next(iter(lengths)).isdigit():
+        if len(lengths) != 1 or not _DIGITS.match(next(iter(lengths))):
             raise http.client.HTTPException("invalid Content-Length")
         length = int(lengths.pop())
         body = reader.read(min(length, _MAX_BODY))
@@ -544,9 +555,7 @@ def _status_line(reader: Any) -> tuple[str, int, str]:
     if (
         len(parts) < 2
         or parts[0] not in ("HTTP/1.1", "HTTP/1.0")
-        or len(parts[1]) != 3
-        or not parts[1].isdigit()
-        or int(parts[1]) < 100
+        or not _STATUS.match(parts[1])
     ):
         raise http.client.BadStatusLine(repr(line[:200]))
     return parts[0], int(parts[1]), parts[2] if len(parts) == 3 else ""
@@ -606,6 +615,8 @@ def _charset(content_type: str) -> str | None:
     return found.group(1) if found else None
 
 
+_DIGITS = re.compile(r"[0-9]+\Z")  # str.isdigit() takes "²" too, int() does not
+_STATUS = re.compile(r"[1-9][0-9][0-9]\Z")
 _CHARSET = re.compile(r";\s*charset\s*=\s*\"?([^\";\s]+)", re.IGNORECASE)
 
 
@@ -648,7 +659,7 @@ def retry_after(value: str | None) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if _DIGITS.match(value):
         return float(value)
     try:
         when = parsedate_to_datetime(value)
