@@ -15,6 +15,7 @@ no longer blocks.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 import random
@@ -162,7 +163,8 @@ class Relay:
     ) -> Result:
         """One batch at a time, each batch's last results recorded in the
         transaction that claims the next: one commit between two batches, not two
-        (on SQLite, a commit is several fsyncs). Signals go out after it commits.
+        (on SQLite, a commit is several fsyncs). Signals go out once that
+        transaction ends (inside the caller's own transaction, it is a savepoint).
         """
         total = Result()
         last: list[Outcome] = []
@@ -173,7 +175,9 @@ class Relay:
                 )
                 self._unsignalled = []
                 with transaction.atomic(using=self.using):
-                    self._record(last, total)
+                    # Copies: recording changes the rows, and if this rolls back,
+                    # ``last`` is recorded again below from what it was.
+                    self._record([_copied(outcome) for outcome in last], total)
                     rows = [] if stopping else self.claim()
                 last = []
                 self._signal()
@@ -567,6 +571,16 @@ class Relay:
         """Give back untried rows (an earlier row of their subject failed)."""
         if rows:
             self._owned(rows).update(locked_until=None)
+
+
+def _copied(outcome: Outcome) -> Outcome:
+    """The outcome with copies of its sent and failed rows (recording edits rows)."""
+    return Outcome(
+        [copy.copy(row) for row in outcome.sent],
+        [copy.copy(row) for row in outcome.failed],
+        outcome.error,
+        outcome.untried,
+    )
 
 
 def _load_timestamps_natively(connection: Any, cursor: Any) -> None:

@@ -15,6 +15,7 @@ from urllib.parse import unquote_to_bytes
 
 import pytest
 import trustme
+from django.core.exceptions import ImproperlyConfigured
 
 from django_cloudevents_bridge import events
 from django_cloudevents_bridge.emit import deliver
@@ -210,6 +211,27 @@ def test_structured_mode(http_sink, settings):
 def test_unknown_mode_fails_at_start_up():
     with pytest.raises(Exception, match="mode must be one of"):
         http.Handler(mode="batched")
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, "1024"])
+def test_a_batch_max_bytes_that_is_not_a_positive_int_fails_at_start_up(value):
+    with pytest.raises(ImproperlyConfigured, match="batch_max_bytes"):
+        http.Handler(batch=True, batch_max_bytes=value)
+
+
+@pytest.mark.parametrize(
+    ("lengths", "limit", "sizes"),
+    [
+        ([], 100, []),
+        ([10, 10, 10], 100, [3]),
+        ([10, 10, 10], 23, [2, 1]),  # "[" + 10 + "," + 10 + "]" = 23 bytes
+        ([10, 10, 10], 22, [1, 1, 1]),
+        ([50, 5, 5], 20, [1, 2]),  # too big alone: goes alone
+        ([10] * 5, None, [5]),
+    ],
+)
+def test_batches_are_cut_at_batch_max_bytes(lengths, limit, sizes):
+    assert http._batch_sizes([b"x" * n for n in lengths], limit) == sizes
 
 
 def test_unknown_option_fails_at_start_up():

@@ -329,19 +329,14 @@ def test_the_serial_drain_signals_a_delivery_once_it_is_committed(
     assert sorted(seen) == [(pk, "delivered", False) for pk in pks]  # any order
 
 
-def test_a_claim_that_fails_after_a_batch_still_records_the_batch(
-    relay_settings, http_sink, monkeypatch
-):
+def drain_with_a_failing_second_claim(worker: Relay, signal, monkeypatch) -> list:
+    """Drain one batch at a time, the second claim failing; the signal's rows."""
     seen = []
 
-    def on_delivered(sender, outbox_event, **kwargs):
+    def receiver(sender, outbox_event, **kwargs):
         seen.append(outbox_event.pk)
 
-    for text in "abc":
-        ask(text)
-    worker = relay(relay_settings, BATCH_SIZE=2)
-    claim = worker.claim
-    calls = []
+    claim, calls = worker.claim, []
 
     def claim_once(*args, **kwargs):
         calls.append(1)
@@ -350,16 +345,41 @@ def test_a_claim_that_fails_after_a_batch_still_records_the_batch(
         return claim(*args, **kwargs)
 
     monkeypatch.setattr(worker, "claim", claim_once)
-    signals.event_delivered.connect(on_delivered)
+    signal.connect(receiver)
     try:
         with pytest.raises(DatabaseError):
             worker._drain_serially(None, None)
     finally:
-        signals.event_delivered.disconnect(on_delivered)
+        signal.disconnect(receiver)
+    return seen
+
+
+def test_a_claim_that_fails_after_a_batch_still_records_the_batch(
+    relay_settings, http_sink, monkeypatch
+):
+    for text in "abc":
+        ask(text)
+    worker = relay(relay_settings, BATCH_SIZE=2)
+    seen = drain_with_a_failing_second_claim(
+        worker, signals.event_delivered, monkeypatch
+    )
     pks = list(OutboxEvent.objects.order_by("pk").values_list("pk", flat=True))
     statuses = dict(OutboxEvent.objects.values_list("pk", "status"))
     assert [statuses[pk] for pk in pks] == ["delivered", "delivered", "pending"]
     assert sorted(seen) == pks[:2]  # once each, after the record that held
+
+
+def test_a_failed_attempt_recorded_again_after_a_failed_claim_counts_once(
+    relay_settings, http_sink, monkeypatch
+):
+    ask()
+    http_sink.faults.append(Fault(status=500))
+    worker = relay(relay_settings, MAX_ATTEMPTS=2)
+    parked = drain_with_a_failing_second_claim(
+        worker, signals.event_parked, monkeypatch
+    )
+    row = OutboxEvent.objects.get()
+    assert (row.attempts, row.status, parked) == (1, "pending", [])
 
 
 def test_a_heartbeat_after_every_group_was_recorded_renews_nothing(
@@ -694,6 +714,49 @@ def test_batched_mode_sends_one_request_per_claim(relay_settings, batch_sink):
     )
     rows = list(OutboxEvent.objects.order_by("pk"))
     assert [r.attributes["id"] for r in received] == [row.event_id for row in rows]
+
+
+@pytest.mark.parametrize("overrides", [False, True])
+def test_a_claim_larger_than_batch_max_bytes_goes_in_several_requests(
+    relay_settings, batch_sink, monkeypatch, overrides
+):
+    # With K_CE_OVERRIDES the events are decoded and encoded again; without,
+    # the stored JSON goes as it is. Either way the limit holds.
+    if overrides:
+        monkeypatch.setenv("K_CE_OVERRIDES", '{"extensions": {"cluster": "prod"}}')
+    outbox.events.parse_overrides.cache_clear()
+    for n in range(6):
+        ask(str(n))
+    size = max(len(row.event) for row in OutboxEvent.objects.all()) + 40
+    relay_settings.CLOUDEVENTS_HANDLER_OPTIONS = {
+        **relay_settings.CLOUDEVENTS_HANDLER_OPTIONS,
+        "batch_max_bytes": 2 * size,  # room for two events a request, not three
+    }
+    result = relay(relay_settings, BATCH_SIZE=6)._drain_serially(None, None)
+    assert result.delivered == 6
+    assert batch_sink.requests == 3
+    received = batch_sink.wait_for(6)
+    rows = list(OutboxEvent.objects.order_by("pk"))
+    assert [r.attributes["id"] for r in received] == [row.event_id for row in rows]
+    assert all(r.problems == [] for r in received)
+    assert all(int(r.headers["content-length"]) <= 2 * size for r in received)
+
+
+def test_a_failed_request_of_a_split_batch_fails_it_and_those_after_it(
+    relay_settings, batch_sink
+):
+    for n in range(6):
+        ask(str(n))
+    size = max(len(row.event) for row in OutboxEvent.objects.all()) + 40
+    relay_settings.CLOUDEVENTS_HANDLER_OPTIONS = {
+        **relay_settings.CLOUDEVENTS_HANDLER_OPTIONS,
+        "batch_max_bytes": 2 * size,
+    }
+    batch_sink.faults.extend([Fault(), Fault(status=413)])
+    result = relay(relay_settings, BATCH_SIZE=6).run_once()
+    assert (result.delivered, result.failed) == (2, 4)
+    statuses = list(OutboxEvent.objects.order_by("pk").values_list("status", flat=True))
+    assert statuses == ["delivered"] * 2 + ["parked"] * 4  # 413: refused for good
 
 
 def test_a_batch_carries_the_stored_events_with_the_senders_overrides(

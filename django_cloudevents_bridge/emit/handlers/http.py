@@ -34,6 +34,7 @@ logger = logging.getLogger("django_cloudevents_bridge")
 MODES = ("binary", "structured")
 CA_CERTS_VAR = "K_CA_CERTS"
 POOL_SIZE = 64
+BATCH_MAX_BYTES = 1024 * 1024  # the receiver's own default MAX_BYTES
 # What Knative's senders retry (data-plane spec): 5xx and these. 3xx and other
 # 4xx are permanent: the same request would be refused again.
 RETRIED = frozenset((404, 408, 409, 429, *range(500, 600)))
@@ -47,8 +48,9 @@ class Handler(BaseHandler):
     ``CLOUDEVENTS_ENV["SINK_VAR"]``), ``mode`` (``"binary"`` or ``"structured"``),
     ``timeout`` (seconds, or a ``(connect, read)`` pair), ``oidc_token_path``,
     ``ca_certs_dir`` (Knative trust bundles), ``headers`` (sent with each request)
-    and ``batch`` (send each call's events as one ``application/cloudevents-batch+json``
-    request: only for a sink that asked for batches; Knative's broker does not).
+    ``batch`` (send each call's events in ``application/cloudevents-batch+json``
+    requests: only for a sink that asked for batches; Knative's broker does not)
+    and ``batch_max_bytes`` (the largest batch body; ``None``: no limit).
     """
 
     def __init__(
@@ -61,6 +63,7 @@ class Handler(BaseHandler):
         ca_certs_dir: str | None = "/knative-custom-certs",
         headers: dict[str, str] | None = None,
         batch: bool = False,
+        batch_max_bytes: int | None = BATCH_MAX_BYTES,
         **options: Any,
     ) -> None:
         super().__init__(**options)
@@ -75,6 +78,13 @@ class Handler(BaseHandler):
         self.ca_certs_dir = ca_certs_dir
         self.headers = _checked_headers(headers or {})
         self.batch = bool(batch)
+        if batch_max_bytes is not None and (
+            not isinstance(batch_max_bytes, int) or batch_max_bytes < 1
+        ):
+            raise ImproperlyConfigured(
+                "http handler: batch_max_bytes must be a positive int or None"
+            )
+        self.batch_max_bytes = batch_max_bytes
         # Sinks reached directly: a pool of http.client connections each. A sink
         # behind a proxy (HTTP_PROXY and friends) goes through a requests
         # session instead, which knows proxies.
@@ -111,10 +121,8 @@ class Handler(BaseHandler):
             raise DeliveryError(f"no sink: {conf.env()['SINK_VAR']} is not set")
         self.open()
         if self.batch:
-            if events:
-                headers, body = ce.to_http_batch(events)
-                self._post(sink, headers, body, events[0].get_id())
-            return len(events)
+            ids = [event.get_id() for event in events]
+            return self._post_batches(sink, [ce.to_json(e) for e in events], ids)
         for sent, event in enumerate(events):
             try:
                 self.send(sink, event)
@@ -130,10 +138,29 @@ class Handler(BaseHandler):
         sink = self.sink or conf.sink()
         if not sink:
             return super().send_stored(documents)  # the error, as send_events has it
-        body = ("[" + ",".join(documents) + "]").encode("utf-8")
-        first = ce.from_json(documents[0]).get_id()  # for the error, if any
-        self._post(sink, {"Content-Type": ce.BATCH_JSON}, body, first)
-        return len(documents)
+        encoded = [document.encode("utf-8") for document in documents]
+        return self._post_batches(sink, encoded, None)
+
+    def _post_batches(
+        self, sink: str, documents: list[bytes], ids: list[str] | None
+    ) -> int:
+        """POST events in JSON as batches of at most ``batch_max_bytes``, in order.
+
+        A failed request raises with ``delivered`` counting the events of the
+        requests before it. ``ids`` are the events' ids (else read when needed).
+        """
+        sent = 0
+        for size in _batch_sizes(documents, self.batch_max_bytes):
+            part = documents[sent : sent + size]
+            body = b"[" + b",".join(part) + b"]"
+            first = ids[sent] if ids else ce.from_json(part[0]).get_id()
+            try:
+                self._post(sink, {"Content-Type": ce.BATCH_JSON}, body, first)
+            except DeliveryError as err:
+                err.delivered = sent
+                raise
+            sent += size
+        return sent
 
     def send(self, sink: str, event: CloudEvent) -> None:
         """POST one event; raise DeliveryError on a transport error or non-2xx."""
@@ -608,6 +635,22 @@ def _chunked(reader: Any) -> tuple[bytes, bool]:
             raise http.client.IncompleteRead(b"".join(parts) + data)
         parts.append(data)
         size += chunk
+
+
+def _batch_sizes(documents: Sequence[bytes], limit: int | None) -> list[int]:
+    """How many documents go in each batch so that a body (``[a,b]``) stays
+    within ``limit`` bytes; a document larger than that goes alone."""
+    sizes: list[int] = []
+    count, length = 0, 1  # "["
+    for document in documents:
+        extra = len(document) + 1  # "," or "]"
+        if count and limit is not None and length + extra > limit:
+            sizes.append(count)
+            count, length = 0, 1
+        count, length = count + 1, length + extra
+    if count:
+        sizes.append(count)
+    return sizes
 
 
 def _charset(content_type: str) -> str | None:
