@@ -18,8 +18,10 @@ The PostgreSQL database is this run's own (created, migrated and dropped). A loa
 generator in this process posts binary-mode events, each with a new id, from
 keep-alive connections in a closed loop, through raw sockets and prepared bytes so
 that it costs little next to the server. Rounds rotate the URLs' order; the table
-gives events/s (median over rounds), p50/p99 latency (all requests) and the ratio
-to the bare view. The run fails (exit 1) unless every request got a 202, every
+gives events/s (median over rounds), p50/p99 latency (all requests), the ratio
+to the bare view, and the CPU time per request of gunicorn's processes and of
+PostgreSQL's (median over rounds, from /proc): steadier than events/s on a shared
+machine, and where each event's cost goes. The run fails (exit 1) unless every request got a 202, every
 receiver event was stored once with its target done, and the server logged no
 warning or error; missing the throughput target is reported, not a failure.
 
@@ -299,6 +301,8 @@ class Round:
     latencies: list[float] = field(default_factory=list)
     statuses: dict[int, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)  # connections that broke
+    server_cpu: float = 0.0  # seconds of CPU gunicorn's processes used
+    database_cpu: float = 0.0  # seconds of CPU PostgreSQL's processes used
 
     @property
     def rate(self) -> float:
@@ -403,6 +407,36 @@ def load(
     return result
 
 
+def cpu_seconds(server_group: int) -> tuple[float, float]:
+    """CPU time so far of gunicorn's process group and of PostgreSQL's processes.
+
+    Read from /proc (Linux; zeros elsewhere). CPU per request is steadier than
+    requests/s on a shared machine, and shows where an event's cost goes. The
+    PostgreSQL processes are all of the server's: nothing else should use it
+    during the run.
+    """
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    server = database = 0.0
+    try:
+        pids = [name for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return 0.0, 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                text = stat.read()
+        except OSError:  # gone meanwhile
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text[text.rindex(")") + 2 :].split()
+        used = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+        if int(fields[2]) == server_group:  # pgrp
+            server += used
+        elif name == "postgres":
+            database += used
+    return server, database
+
+
 def percentile(values: Sequence[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -481,9 +515,13 @@ def run(
                 order = names[number % len(names) :] + names[: number % len(names)]
                 for name in order:
                     path = VARIANTS[name][0]
-                    results[name].append(
-                        load(server.port, path, connections, seconds, ids)
-                    )
+                    assert server.process is not None
+                    before = cpu_seconds(server.process.pid)  # its own group
+                    result = load(server.port, path, connections, seconds, ids)
+                    after = cpu_seconds(server.process.pid)
+                    result.server_cpu = after[0] - before[0]
+                    result.database_cpu = after[1] - before[1]
+                    results[name].append(result)
             tail = server.tail()
             logged = [
                 line
@@ -505,15 +543,19 @@ def run(
     lines = [
         f"receiver throughput, {rounds} rounds x {seconds:g} s per URL, interleaved"
         " (events/s: median over rounds; latency: all requests)",
-        f"  {'':36}{'events/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'vs bare':>9}",
+        f"  {'':36}{'events/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'vs bare':>9}"
+        f"{'CPU us/request: gunicorn':>26}{'PostgreSQL':>12}",
     ]
     for name, rs in results.items():
         latencies = [latency for r in rs for latency in r.latencies]
+        server = statistics.median(r.server_cpu / r.requests * 1e6 for r in rs)
+        database = statistics.median(r.database_cpu / r.requests * 1e6 for r in rs)
         lines.append(
             f"  {VARIANTS[name][1]:36}{rates[name]:>10,.0f}"
             f"{percentile(latencies, 0.5) * 1000:>9.2f}"
             f"{percentile(latencies, 0.99) * 1000:>9.2f}"
             f"{rates[name] / rates['bare']:>8.2f}x"
+            f"{server:>26,.0f}{database:>12,.0f}"
         )
     ratios = [
         r.rate / b.rate
