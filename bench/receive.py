@@ -21,9 +21,10 @@ that it costs little next to the server. Rounds rotate the URLs' order; the tabl
 gives events/s (median over rounds), p50/p99 latency (all requests), the ratio
 to the bare view, and the CPU time per request of gunicorn's processes and of
 PostgreSQL's (median over rounds, from /proc): steadier than events/s on a shared
-machine, and where each event's cost goes. The run fails (exit 1) unless every request got a 202, every
-receiver event was stored once with its target done, and the server logged no
-warning or error; missing the throughput target is reported, not a failure.
+machine, and where each event's cost goes. The run fails (exit 1) unless every
+request got a 202, every receiver event was stored once with its target done, and
+the server logged no warning or error; missing the throughput target is reported,
+not a failure.
 
 The runner never configures Django in its own process (``python -m bench`` may
 have): ``configure()`` runs in gunicorn's workers and in the one subprocess that

@@ -213,7 +213,7 @@ def test_unknown_mode_fails_at_start_up():
         http.Handler(mode="batched")
 
 
-@pytest.mark.parametrize("value", [0, -1, 1.5, "1024"])
+@pytest.mark.parametrize("value", [0, -1, 1.5, "1024", True])
 def test_a_batch_max_bytes_that_is_not_a_positive_int_fails_at_start_up(value):
     with pytest.raises(ImproperlyConfigured, match="batch_max_bytes"):
         http.Handler(batch=True, batch_max_bytes=value)
