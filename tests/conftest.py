@@ -43,6 +43,19 @@ def sink() -> Iterator[Sink]:
 
 
 @pytest.fixture
+def failing_outbox_insert(monkeypatch) -> None:
+    """Every outbox INSERT fails (a table that is not there), as a server would."""
+    from django_cloudevents_bridge.emit import outbox
+
+    columns = ", ".join(["%s"] * 7)
+    monkeypatch.setattr(
+        outbox,
+        "_insert_sql",
+        lambda using, returning: f"INSERT INTO nowhere ({columns})",
+    )
+
+
+@pytest.fixture
 def http_sink(sink: Sink, settings, monkeypatch) -> Sink:
     """The sink, with K_SINK pointing at it and the http handler configured."""
     monkeypatch.setenv("K_SINK", sink.url)

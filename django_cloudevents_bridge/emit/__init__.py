@@ -7,7 +7,7 @@ import threading
 from collections.abc import Sequence
 from functools import partial
 
-from django.db import DEFAULT_DB_ALIAS, transaction
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
 
 from .. import conf
 from .. import events as ce
@@ -27,7 +27,8 @@ def emit(events: Sequence[CloudEvent], *, using: str | None = None) -> None:
     ``outbox`` (default): INSERT the events in the caller's transaction, then try
     them in the background after the commit; the relay retries what fails.
     ``on_commit``: hand them to the handler after the commit, no retries.
-    A rolled-back transaction sends nothing. Never raises: failures are logged.
+    A rolled-back transaction sends nothing. Never raises (failures are logged)
+    unless writing the outbox row aborted the transaction (PostgreSQL).
     """
     using = using or DEFAULT_DB_ALIAS
     if conf.delivery() == "outbox":
@@ -36,6 +37,21 @@ def emit(events: Sequence[CloudEvent], *, using: str | None = None) -> None:
         outbox.store(events, using)
     else:
         transaction.on_commit(partial(deliver, list(events)), using=using, robust=True)
+
+
+def transaction_aborted(using: str | None = None) -> bool:
+    """True if the database refuses the rest of the current transaction.
+
+    PostgreSQL does after any failed statement, and a COMMIT then rolls back
+    without an error: a failure that left the caller's transaction so must not be
+    hidden, or the caller's rows would be lost without a word.
+    """
+    connection = connections[using or DEFAULT_DB_ALIAS]
+    if connection.vendor != "postgresql" or connection.connection is None:
+        return False
+    info = getattr(connection.connection, "info", None)
+    status = getattr(info, "transaction_status", None)
+    return getattr(status, "name", status) in ("INERROR", 3)  # psycopg 3, 2
 
 
 def deliver(events: Sequence[CloudEvent]) -> int:

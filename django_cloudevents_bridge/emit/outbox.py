@@ -27,6 +27,7 @@ from django.utils import timezone
 from .. import conf, events
 from ..events import CloudEvent
 from ..models import OutboxEvent
+from . import transaction_aborted
 
 logger = logging.getLogger("django_cloudevents_bridge")
 
@@ -67,11 +68,15 @@ def store(batch: Sequence[CloudEvent], using: str) -> None:
     """Write the events to the outbox and try them after commit.
 
     If the outbox cannot take them, they are still sent once after the commit,
-    from the background thread (never inside the request).
+    from the background thread (never inside the request), unless the failure
+    aborted the caller's transaction (PostgreSQL): then the error is raised, as
+    that transaction can no longer commit.
     """
     try:
         ids = write(batch, using) if ready(using) else None
     except Exception:
+        if transaction_aborted(using):
+            raise
         logger.exception(
             "Could not write CloudEvents %s to the outbox; sending them once",
             ", ".join(event.get_id() for event in batch),
@@ -94,7 +99,7 @@ def write(batch: Sequence[CloudEvent], using: str) -> list[int]:
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     values = [
         (
-            event.get_id(),
+            event.get_id()[:255],  # the column; the event keeps its whole id
             event.get_source()[:1024],
             event.get_type()[:255],
             (event.get_subject() or "")[:1024],

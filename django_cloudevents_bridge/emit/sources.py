@@ -12,7 +12,7 @@ from django.db.models.signals import ModelSignal, m2m_changed, post_delete, post
 from django.utils.module_loading import import_string
 
 from .. import conf, events
-from . import emit, serialize
+from . import emit, serialize, transaction_aborted
 
 logger = logging.getLogger("django_cloudevents_bridge")
 
@@ -32,13 +32,17 @@ def send_cloudevent(sender: Any, **kwargs: Any) -> None:
     """Signal receiver: turn a model signal into a CloudEvent and emit it.
 
     Connect it to ``post_save``, ``post_delete`` or ``m2m_changed``. It never
-    raises: a bug here must not break the caller's ``save()``.
+    raises: a bug here must not break the caller's ``save()``. Except when
+    writing the outbox row failed and so aborted the caller's transaction
+    (PostgreSQL): that ``save()`` is broken already, and must not look saved.
     """
     try:
         event = from_signal(sender, **kwargs)
         if event is not None:
             emit([event], using=kwargs.get("using"))
     except Exception:
+        if transaction_aborted(kwargs.get("using")):
+            raise  # the caller's transaction cannot commit: hiding it loses rows
         logger.exception("Could not build a CloudEvent for %r", sender)
 
 

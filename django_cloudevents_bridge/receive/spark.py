@@ -19,7 +19,7 @@ from django.db import models
 from django.db.models.signals import post_save
 
 from .. import conf, events
-from ..emit import emit
+from ..emit import emit, transaction_aborted
 from ..emit.serialize import to_json_safe
 from ..events import CloudEvent
 from ..models import ReceivedEvent, TargetRun
@@ -52,10 +52,15 @@ def register_model_event_source(*, sender: type[models.Model], source: Source) -
 
 
 def on_save(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
-    """post_save receiver: emit the instance's events. Never raises into save()."""
+    """post_save receiver: emit the instance's events.
+
+    Never raises into save(), unless a failed write aborted its transaction.
+    """
     try:
         emit(from_instance(instance), using=kwargs.get("using"))
     except Exception:
+        if transaction_aborted(kwargs.get("using")):
+            raise  # the caller's transaction cannot commit: hiding it loses rows
         logger.exception("Could not emit the spark events of %r", instance)
 
 

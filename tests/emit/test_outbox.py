@@ -6,6 +6,7 @@ sink received: all committed events, with their original ids, in subject order.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import time
@@ -15,8 +16,8 @@ from django.core.management import call_command
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from django_cloudevents_bridge import signals
-from django_cloudevents_bridge.emit import handlers, outbox
+from django_cloudevents_bridge import events, signals
+from django_cloudevents_bridge.emit import emit, handlers, outbox
 from django_cloudevents_bridge.emit.relay import Relay, in_subject_order, retry_delay
 from django_cloudevents_bridge.models import OutboxEvent
 from tests.sink import Fault, Sink
@@ -443,6 +444,46 @@ def test_a_handler_bug_does_not_stop_the_relay(relay_settings):
     result = relay(relay_settings).run_once()
     assert result.failed == 1
     assert "KeyError" in OutboxEvent.objects.get().last_error
+
+
+@pytest.mark.parametrize("atomic", [False, True], ids=["autocommit", "atomic"])
+def test_a_failed_outbox_write_never_looks_saved(
+    settings, sent_events, failing_outbox_insert, atomic
+):
+    # A row that cannot be written: where the failure leaves the caller's
+    # transaction able to commit (autocommit, or SQLite), the save stands and
+    # the event goes out once. Where it aborted the transaction (PostgreSQL in
+    # atomic()), the COMMIT would roll back without a word: the error is raised.
+    settings.CLOUDEVENTS_DELIVERY = "outbox"
+    settings.CLOUDEVENTS_OUTBOX = {"BACKGROUND": True}
+    aborts = atomic and connection.vendor == "postgresql"
+    block = transaction.atomic if atomic else contextlib.nullcontext
+    if aborts:
+        with pytest.raises(DatabaseError), block():
+            ask()
+    else:
+        with block():
+            ask()
+        assert outbox.background.wait(10)
+    assert Question.objects.count() == (0 if aborts else 1)
+    assert [e.get_type() for e in sent_events] == (
+        [] if aborts else ["django.orm.post_save"]
+    )
+    assert not OutboxEvent.objects.exists()
+
+
+def test_an_id_longer_than_its_column_is_stored_whole_in_the_event(
+    relay_settings, http_sink
+):
+    event = events.new("t", id="x" * 300)
+    with transaction.atomic():
+        ask()
+        emit([event])
+    row = OutboxEvent.objects.get(type="t")
+    assert row.event_id == "x" * 255  # the column, for lookups
+    relay(relay_settings).drain()
+    ids = {r.event.get_id() for r in http_sink.wait_for(2)}
+    assert "x" * 300 in ids  # the event as it was made
 
 
 def test_missing_table_falls_back_to_one_background_send(

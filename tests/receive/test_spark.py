@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import DatabaseError, connection, transaction
 from django.db.models.signals import post_save
 from django.test import Client
 
@@ -347,3 +348,23 @@ def test_command_errors(args, message):
 
     with pytest.raises(CommandError, match=message):
         call_command("cloudevents_process_sources", *args)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_outbox_write_that_aborted_the_transaction_is_raised(
+    settings, failing_outbox_insert
+):
+    # PostgreSQL aborts the transaction on the failed INSERT, and its COMMIT
+    # would then roll back without a word: the save must not look done.
+    # Elsewhere the save stands, and the failure is logged.
+    settings.CLOUDEVENTS_DELIVERY = "outbox"
+    settings.CLOUDEVENTS_OUTBOX = {"BACKGROUND": False}
+    register(sender=Tag, source=tag_events)
+    if connection.vendor == "postgresql":
+        with pytest.raises(DatabaseError), transaction.atomic():
+            Tag.objects.create(name="hot")
+        assert not Tag.objects.exists()
+    else:
+        with transaction.atomic():
+            Tag.objects.create(name="hot")
+        assert Tag.objects.filter(name="hot").exists()
