@@ -44,14 +44,21 @@ def transaction_aborted(using: str | None = None) -> bool:
 
     PostgreSQL does after any failed statement, and a COMMIT then rolls back
     without an error: a failure that left the caller's transaction so must not be
-    hidden, or the caller's rows would be lost without a word.
+    hidden, or the caller's rows would be lost without a word. When True, the
+    ``atomic()`` block is also marked for rollback, as Django marks it after a
+    failed query of its own: even if the caller catches the error, the block
+    ends in a rollback and its ``on_commit`` callbacks do not run.
     """
-    connection = connections[using or DEFAULT_DB_ALIAS]
+    alias = using or DEFAULT_DB_ALIAS
+    connection = connections[alias]
     if connection.vendor != "postgresql" or connection.connection is None:
         return False
     info = getattr(connection.connection, "info", None)
     status = getattr(info, "transaction_status", None)
-    return getattr(status, "name", status) in ("INERROR", 3)  # psycopg 3, 2
+    aborted = getattr(status, "name", status) in ("INERROR", 3)  # psycopg 3, 2
+    if aborted and connection.in_atomic_block:
+        transaction.set_rollback(True, using=alias)
+    return aborted
 
 
 def deliver(events: Sequence[CloudEvent]) -> int:

@@ -72,25 +72,36 @@ def store(batch: Sequence[CloudEvent], using: str) -> None:
     aborted the caller's transaction (PostgreSQL): then the error is raised, as
     that transaction can no longer commit.
     """
+    ids: list[int] = []  # the rows written, even when a later INSERT failed
+    rest: list[CloudEvent] = []  # the events to send once instead
     try:
-        ids = write(batch, using) if ready(using) else None
+        if ready(using):
+            write(batch, using, ids)
+        else:
+            rest = list(batch)
     except Exception:
         if transaction_aborted(using):
             raise
+        rest = list(batch[len(ids) :])
         logger.exception(
             "Could not write CloudEvents %s to the outbox; sending them once",
-            ", ".join(event.get_id() for event in batch),
+            ", ".join(event.get_id() for event in rest),
         )
-        ids = None
-    if ids is None:
-        job: Job = ("", list(batch))
-    else:
-        job = (using, ids)
-    transaction.on_commit(partial(background.submit, job), using=using, robust=True)
+    jobs: list[Job] = [(using, ids), ("", rest)]  # the relay retries written rows
+    for job in jobs:
+        if job[1]:
+            transaction.on_commit(
+                partial(background.submit, job), using=using, robust=True
+            )
 
 
-def write(batch: Sequence[CloudEvent], using: str) -> list[int]:
+def write(
+    batch: Sequence[CloudEvent], using: str, ids: list[int] | None = None
+) -> list[int]:
     """INSERT one row per event on ``using`` (in its current transaction).
+
+    Returns the new rows' ids, appended to ``ids`` as they are written when it
+    is given (so a caller knows which rows exist if a later INSERT fails).
 
     This runs inside every ``save()``, so it is one plain INSERT statement: no
     model instances, no signals, no BEGIN/COMMIT of its own in autocommit mode.
@@ -111,7 +122,7 @@ def write(batch: Sequence[CloudEvent], using: str) -> list[int]:
     ]
     returning = connection.features.can_return_columns_from_insert
     sql = _insert_sql(using, returning)
-    ids = []
+    ids = [] if ids is None else ids
     with connection.cursor() as cursor:
         for row in values:
             cursor.execute(sql, row)

@@ -48,7 +48,8 @@ class Command(BaseCommand):
                 if options[option]:
                     rows = rows.filter(**{field: options[option]})
             if options["id"]:
-                rows = rows.filter(event_id__in=options["id"])
+                # The column keeps an id's first 255 characters (the event, all).
+                rows = rows.filter(event_id__in=[i[:255] for i in options["id"]])
             count = retry(rows)
             self.stdout.write(f"{count} event(s) pending again")
         else:
