@@ -15,7 +15,7 @@ no longer blocks.
 from __future__ import annotations
 
 import contextlib
-import copy
+import json
 import logging
 import os
 import random
@@ -168,16 +168,18 @@ class Relay:
         """
         total = Result()
         last: list[Outcome] = []
+        saved: list[tuple[OutboxEvent, tuple[Any, ...]]] = []
         try:
             while True:
                 stopping = (stop is not None and stop.is_set()) or (
                     until is not None and time.monotonic() >= until
                 )
                 self._unsignalled = []
+                # Recording changes the rows; if this rolls back, ``last`` is
+                # recorded again below, from what the rows were.
+                saved = _snapshot(last)
                 with transaction.atomic(using=self.using):
-                    # Copies: recording changes the rows, and if this rolls back,
-                    # ``last`` is recorded again below from what it was.
-                    self._record([_copied(outcome) for outcome in last], total)
+                    self._record(last, total)
                     rows = [] if stopping else self.claim()
                 last = []
                 self._signal()
@@ -188,6 +190,7 @@ class Relay:
         finally:
             self._unsignalled = None  # what a rolled-back record would have said
             if last:  # recording (or claiming) failed: record what did go out
+                _restore(saved)
                 with contextlib.suppress(Exception):  # the first error is raised
                     self._record(last, total)
 
@@ -463,7 +466,9 @@ class Relay:
             return
         now = timezone.now()
         connection = connections[self.using]
-        if connection.vendor == "postgresql":
+        if connection.vendor == "postgresql" or (
+            connection.vendor == "sqlite" and connection.features.supports_json_field
+        ):
             updated = self._mark_delivered_in_one_parameter(rows, now)
         else:
             updated = self._owned(rows).update(
@@ -495,22 +500,27 @@ class Relay:
     def _mark_delivered_in_one_parameter(
         self, rows: list[OutboxEvent], now: Any
     ) -> int:
-        """``_owned(rows).update(...)`` for delivered rows, with the ids as one array.
+        """``_owned(rows).update(...)`` for delivered rows, with the ids as one value.
 
-        On PostgreSQL. The queryset's ``id IN (%s, ...)`` takes a parameter per
-        row to compile and bind; ``= ANY(%s)`` takes one list.
+        On PostgreSQL (an array) and SQLite (a JSON array): the queryset's
+        ``id IN (%s, ...)`` takes a parameter per row to compile and bind.
         """
         connection = connections[self.using]
         qn = connection.ops.quote_name
         pk, status = qn("id"), qn("status")
+        pks: Any = [row.pk for row in rows]
+        if connection.vendor == "postgresql":
+            among = f"{pk} = ANY(%s)"
+        else:
+            among, pks = f"{pk} IN (SELECT value FROM json_each(%s))", json.dumps(pks)
         sql = (
             f"UPDATE {qn(OutboxEvent._meta.db_table)} SET {status} = "
             f"'{Status.DELIVERED.value}', {qn('delivered_at')} = %s, "
             f"{qn('attempts')} = {qn('attempts')} + 1, {qn('locked_until')} = NULL, "
-            f"{qn('last_error')} = '' WHERE {pk} = ANY(%s) AND {qn('locked_by')} = %s "
+            f"{qn('last_error')} = '' WHERE {among} AND {qn('locked_by')} = %s "
             f"AND {status} = '{Status.PENDING.value}'"
         )
-        params = [now, [row.pk for row in rows], rows[0].locked_by]
+        params = [connection.ops.adapt_datetimefield_value(now), pks, rows[0].locked_by]
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             return int(cursor.rowcount)
@@ -573,14 +583,22 @@ class Relay:
             self._owned(rows).update(locked_until=None)
 
 
-def _copied(outcome: Outcome) -> Outcome:
-    """The outcome with copies of its sent and failed rows (recording edits rows)."""
-    return Outcome(
-        [copy.copy(row) for row in outcome.sent],
-        [copy.copy(row) for row in outcome.failed],
-        outcome.error,
-        outcome.untried,
-    )
+_RECORDED = ("status", "attempts", "last_error", "locked_until", "delivered_at")
+
+
+def _snapshot(outcomes: list[Outcome]) -> list[tuple[OutboxEvent, tuple[Any, ...]]]:
+    """What recording ``outcomes`` would change on their rows, as it is now."""
+    return [
+        (row, tuple(getattr(row, name) for name in _RECORDED))
+        for outcome in outcomes
+        for row in (*outcome.sent, *outcome.failed)
+    ]
+
+
+def _restore(saved: list[tuple[OutboxEvent, tuple[Any, ...]]]) -> None:
+    for row, values in saved:
+        for name, value in zip(_RECORDED, values, strict=True):
+            setattr(row, name, value)
 
 
 def _load_timestamps_natively(connection: Any, cursor: Any) -> None:

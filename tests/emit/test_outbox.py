@@ -306,6 +306,21 @@ def test_delivered_signal(relay_settings, http_sink):
     assert seen == [OutboxEvent.objects.get().event_id]
 
 
+def test_a_delivered_row_reads_back_as_the_orm_would_have_written_it(
+    relay_settings, http_sink
+):
+    # The delivered mark is written in SQL of our own (one parameter for all the
+    # ids): its timestamp must compare and sort like the ORM's.
+    before = timezone.now()
+    ask()
+    relay(relay_settings).drain()
+    row = OutboxEvent.objects.get()
+    assert row.status == "delivered" and row.attempts == 1
+    assert before <= row.delivered_at <= timezone.now()
+    assert OutboxEvent.objects.filter(delivered_at__gte=before).count() == 1
+    assert OutboxEvent.objects.filter(delivered_at__lt=before).count() == 0
+
+
 def test_the_serial_drain_signals_a_delivery_once_it_is_committed(
     relay_settings, http_sink
 ):
