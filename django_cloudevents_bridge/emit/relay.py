@@ -120,9 +120,7 @@ class Relay:
         rows: list[OutboxEvent] = []
         try:
             while True:
-                if (stop is not None and stop.is_set()) or (
-                    until is not None and time.monotonic() >= until
-                ):
+                if _stopping(stop, until):
                     rows = []
                 else:
                     rows = self.claim()
@@ -171,9 +169,7 @@ class Relay:
         saved: list[tuple[OutboxEvent, tuple[Any, ...]]] = []
         try:
             while True:
-                stopping = (stop is not None and stop.is_set()) or (
-                    until is not None and time.monotonic() >= until
-                )
+                stopping = _stopping(stop, until)
                 self._unsignalled = []
                 # Recording changes the rows; if this rolls back, ``last`` is
                 # recorded again below, from what the rows were.
@@ -581,6 +577,13 @@ class Relay:
         """Give back untried rows (an earlier row of their subject failed)."""
         if rows:
             self._owned(rows).update(locked_until=None)
+
+
+def _stopping(stop: threading.Event | None, until: float | None) -> bool:
+    """True once ``stop`` is set or the monotonic clock has passed ``until``."""
+    return (stop is not None and stop.is_set()) or (
+        until is not None and time.monotonic() >= until
+    )
 
 
 _RECORDED = ("status", "attempts", "last_error", "locked_until", "delivered_at")
