@@ -93,6 +93,12 @@ def fails_once(message: str = "try again") -> Callable[[CloudEvent], None]:
     return target
 
 
+def replier_and_flaky(targets: Targets) -> None:
+    """Targets "billing", which replies, and "flaky", which fails the first time."""
+    targets.add("billing", reply_to)
+    targets.add("flaky", fails_once())
+
+
 @pytest.fixture
 def targets() -> Iterator[Targets]:
     registered = Targets()
@@ -332,10 +338,7 @@ def test_reply_of_a_target_is_not_lost_when_another_fails(
 ) -> None:
     # The replying target is done and will be skipped on the redelivery the 500
     # asks for, so its reply is sent now, through the handler.
-    flaky = fails_once()
-
-    targets.add("billing", reply_to)
-    targets.add("flaky", flaky)
+    replier_and_flaky(targets)
     assert deliver(client).status_code == 500
     assert [event.get_type() for event in sent_events] == [
         "com.example.invoice.requested"
@@ -372,13 +375,10 @@ def test_a_reply_not_yet_sent_is_in_the_answer_to_the_redelivery(
 ) -> None:
     # As if the process died after billing's commit: its reply never went out,
     # so the redelivery (which runs the other target) carries it.
-    flaky = fails_once()
-
     def handler_down(self: Any, replies: list[CloudEvent]) -> None:
         raise OperationalError("the outbox is unavailable")
 
-    targets.add("billing", reply_to)
-    targets.add("flaky", flaky)
+    replier_and_flaky(targets)
     monkeypatch.setattr(ReceiverView, "forward", handler_down)
     assert deliver(client).status_code == 503
     monkeypatch.undo()
@@ -396,10 +396,7 @@ def test_a_reply_sent_through_the_handler_is_not_sent_again(
     # The failed target is completed by another path (a replay) before the
     # sender's retry: the retry finds every target done, and the reply already
     # went out through the handler after the 500.
-    flaky = fails_once()
-
-    targets.add("billing", reply_to)
-    targets.add("flaky", flaky)
+    replier_and_flaky(targets)
     assert deliver(client).status_code == 500
     assert len(sent_events) == 1
     stored = ReceivedEvent.objects.get()
