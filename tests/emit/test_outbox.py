@@ -404,12 +404,14 @@ def test_a_heartbeat_after_every_group_was_recorded_renews_nothing(
     # A worker can be switched out between handing in its last group and
     # returning; the heartbeat then finds nothing left to renew.
     ask()
-    worker = relay(relay_settings, LEASE=0.3)
+    # A lease long enough that a slow start of the send does not lose it; a
+    # tick (a third of it) short enough to fall inside the pause below.
+    worker = relay(relay_settings, LEASE=1.5)
     send_groups = Relay._send_groups
 
     def slow_to_return(self, todo, finished):
         send_groups(self, todo, finished)
-        time.sleep(0.5)  # longer than a tick (a third of the lease)
+        time.sleep(1.0)  # longer than a tick
 
     monkeypatch.setattr(Relay, "_send_groups", slow_to_return)
     assert worker.send(worker.claim()).delivered == 1
