@@ -27,8 +27,11 @@ logger = logging.getLogger("django_cloudevents_bridge")
 
 SPECVERSION = "1.0"
 JSON = "application/json"
-STRUCTURED_JSON = "application/cloudevents+json; charset=UTF-8"
-BATCH_JSON = "application/cloudevents-batch+json; charset=UTF-8"
+# Lower-case charset: equal by the spec, and the JavaScript SDK matches the
+# Content-Type as a whole string (it refuses "charset=UTF-8").
+STRUCTURED_JSON = "application/cloudevents+json; charset=utf-8"
+BATCH_JSON = "application/cloudevents-batch+json; charset=utf-8"
+JSON_MEDIA = re.compile(r"^[a-z0-9.+-]+/([a-z0-9.+-]+\+)?json\Z")
 # The spec's context attributes, in the order event-display prints them.
 DISPLAY_ORDER = ("specversion", "type", "source", "subject", "id", "time") + (
     "datacontenttype",
@@ -150,18 +153,26 @@ def canonical(value: Any) -> str:
 def data_bytes(event: CloudEvent) -> bytes:
     """The event's data as the bytes a binary-mode message carries.
 
-    Bytes go as they are and text as UTF-8; any other value (a dict, but also a
-    list, number or boolean, which the SDK would write as its Python repr) is
-    written as JSON.
+    Bytes go as they are and text as UTF-8 unless the datacontenttype is JSON;
+    any other value (a dict, but also a list, number or boolean, which the SDK
+    would write as its Python repr) is written as JSON.
     """
     data = event.get_data()
     if data is None:
         return b""
     if isinstance(data, bytes | bytearray):
         return bytes(data)
-    if isinstance(data, str):
+    if isinstance(data, str) and not is_json(event.get_datacontenttype()):
         return data.encode("utf-8")
+    # A str under a JSON media type is a JSON string: the body is "...", as the
+    # JSON event format's "data" member would hold it.
     return json.dumps(data).encode("ascii")
+
+
+def is_json(media_type: str | None) -> bool:
+    """True for ``*/json`` and ``*/*+json`` (parameters and case ignored)."""
+    media = (media_type or "").split(";")[0].strip().lower()
+    return bool(JSON_MEDIA.match(media))
 
 
 def to_http(
@@ -253,15 +264,29 @@ def from_json(body: bytes | str) -> CloudEvent:
 
 
 _RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
+    r"^(\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:)(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})\Z"
 )
 
 
 def parse_time(text: str) -> datetime:
-    """An RFC 3339 timestamp (offset required); ValueError if it is not one."""
-    if not _RFC3339.match(text):
+    """An RFC 3339 timestamp (offset required); ValueError if it is not one.
+
+    A leap second (``23:59:60``, which RFC 3339 allows and Python cannot hold)
+    becomes the last microsecond before the next minute.
+    """
+    match = _RFC3339.match(text)
+    if not match:
         raise ValueError(f"not an RFC 3339 timestamp: {text[:40]!r}")
-    return datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
+    head, seconds, fraction, offset = match.groups()
+    leap = seconds == "60"
+    if leap:
+        seconds, fraction = "59", ".999999"
+    iso = f"{head}{seconds}{fraction or ''}{offset}".upper().replace("Z", "+00:00")
+    value = datetime.fromisoformat(iso)
+    if leap and value.astimezone(UTC).strftime("%H:%M") != "23:59":
+        # RFC 3339 5.7: a leap second ends a UTC day.
+        raise ValueError(f"not an RFC 3339 timestamp: {text[:40]!r}")
+    return value
 
 
 def from_attributes(attributes: dict[str, Any], data: Any = None) -> CloudEvent:

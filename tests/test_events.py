@@ -139,6 +139,55 @@ def test_binary_http_headers():
     assert json.loads(body) == {"k": "v"}
 
 
+@pytest.mark.parametrize("content_type", ["application/json", "text/vnd.a+JSON"])
+def test_text_under_a_json_type_is_a_json_string_in_binary_mode(content_type):
+    event = events.new("t", data="hello € world", datacontenttype=content_type)
+    _headers, body = events.to_http(event)
+    assert json.loads(body) == "hello € world"
+    data, _attributes = events.to_pubsub(event)
+    assert json.loads(data) == "hello € world"
+
+
+def test_text_under_a_text_type_goes_as_it_is():
+    event = events.new("t", data="hello €", datacontenttype="text/plain")
+    assert events.to_http(event)[1] == "hello €".encode()
+    assert events.to_pubsub(event)[0] == "hello €".encode()
+
+
+def test_structured_content_types_use_a_lower_case_charset():
+    # Equal by the spec; the JavaScript SDK refuses "charset=UTF-8".
+    event = events.new("t", data={"k": 1})
+    assert events.to_http(event, structured=True)[0] == {
+        "Content-Type": "application/cloudevents+json; charset=utf-8"
+    }
+    assert events.to_http_batch([event])[0] == {
+        "Content-Type": "application/cloudevents-batch+json; charset=utf-8"
+    }
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("2016-12-31T23:59:60Z", datetime.datetime(2016, 12, 31, 23, 59, 59, 999999, datetime.UTC)),
+        ("2016-12-31T23:59:60.5Z", datetime.datetime(2016, 12, 31, 23, 59, 59, 999999, datetime.UTC)),
+        (
+            "2016-12-31T15:59:60-08:00",
+            datetime.datetime(2016, 12, 31, 23, 59, 59, 999999, datetime.UTC),
+        ),
+    ],
+)
+def test_a_leap_second_is_a_valid_time(text, expected):
+    assert events.parse_time(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["2016-12-31T12:00:60Z", "2016-12-31T23:59:61Z", "2016-12-31T23:59:59Z\n"]
+)
+def test_times_that_are_not_rfc3339(text):
+    with pytest.raises(ValueError):
+        events.parse_time(text)
+
+
 def test_json_round_trip_keeps_id_time_and_data():
     event = events.new(
         "t", data={"k": [1, 2]}, subject="s", extensions={"djangoapp": "a"}

@@ -27,7 +27,8 @@ INT32 = range(-(2**31), 2**31)
 # JSON nesting we accept: far deeper data would hit Python's recursion limit when
 # stored or re-encoded, a 500 retried for ever instead of a 400.
 MAX_DEPTH = 128
-JSON_MEDIA = re.compile(r"^[a-z0-9.+-]+/([a-z0-9.+-]+\+)?json$")
+# dataschema is a URI, not a URI-reference: it starts with a scheme.
+_ABSOLUTE_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 _QUOTED_PAIR = re.compile(r"\\(.)")
 # Type system, String: no control characters, surrogates or noncharacters. (A NUL
 # would also make PostgreSQL refuse the row: a 5xx, retried for ever.)
@@ -167,9 +168,11 @@ def from_structured(document: Any) -> CloudEvent:
     if not isinstance(document, dict):
         raise BadEvent("an event must be a JSON object")
     document = dict(document)
-    has_data, data = "data" in document, document.pop("data", None)
+    both = "data" in document and "data_base64" in document
+    data = document.pop("data", None)
     encoded = document.pop("data_base64", None)
-    if has_data and data is not None and encoded is not None:
+    if both and (data is not None or encoded is not None):
+        # Exclusive by presence: "data": null is a payload (null), not absence.
         raise BadEvent("data and data_base64 are mutually exclusive")
     attributes: dict[str, Any] = {}
     for name, value in document.items():
@@ -238,7 +241,7 @@ def decode_data(body: bytes, content_type: str) -> Any:
     media = media.strip().lower()
     if not media:  # no datacontenttype: assume nothing, keep the bytes
         return body
-    if JSON_MEDIA.match(media):
+    if events.is_json(media):
         return load_json(body)
     if media.startswith("text/"):
         charset = re.search(r"charset=\"?([\w.:-]+)", params, re.IGNORECASE)
@@ -258,6 +261,10 @@ def check_required(attributes: dict[str, Any]) -> None:
     for name in ("subject", "dataschema", "datacontenttype"):
         if name in attributes and not attributes[name]:
             raise BadEvent(f"{name} must not be empty")
+    if "dataschema" in attributes and not _ABSOLUTE_URI.match(
+        attributes["dataschema"]
+    ):
+        raise BadEvent("dataschema must be an absolute URI")
 
 
 def check_string(name: str, value: str) -> None:

@@ -18,7 +18,7 @@ from tests.testapp.models import Question
 
 pytestmark = [pytest.mark.pubsub, pytest.mark.django_db(transaction=True)]
 
-STRUCTURED = "application/cloudevents+json; charset=UTF-8"
+STRUCTURED = "application/cloudevents+json; charset=utf-8"
 RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$"
 )

@@ -401,11 +401,39 @@ def test_binary_without_content_type_keeps_bytes(client, received) -> None:
 
 @pytest.mark.parametrize(
     "time",
-    ["2018-04-05T17:31:00Z", "2018-04-05t17:31:00z", "2018-04-05T19:31:00.25+02:00"],
+    [
+        "2018-04-05T17:31:00Z",
+        "2018-04-05t17:31:00z",
+        "2018-04-05T19:31:00.25+02:00",
+        "2016-12-31T23:59:60Z",  # a leap second (RFC 3339 5.7)
+    ],
 )
 def test_rfc3339_times(client, received, time) -> None:
     assert post(client, headers={**BASIC, "ce-time": time}).status_code == 202
     assert received[0].get_time().utcoffset() is not None
+
+
+@pytest.mark.parametrize("structured", [False, True], ids=["binary", "structured"])
+@pytest.mark.parametrize(
+    "data, content_type",
+    [
+        ("hello € world", "application/json"),  # a JSON string, not JSON text
+        ("hello € world", "text/plain"),
+        ({"k": ["€", 1]}, "application/json"),
+        (b"\x00\xff", "application/octet-stream"),
+    ],
+)
+def test_what_the_bridge_sends_its_receiver_reads_back(
+    client, received, data, content_type, structured
+) -> None:
+    event = events.new(
+        "com.example.sent", data=data, datacontenttype=content_type, subject="€ s"
+    )
+    headers, body = events.to_http(event, structured=structured)
+    response = post(client, body, headers.pop("Content-Type"), headers)
+    assert response.status_code == 202, response.content
+    assert received[0].get_data() == data
+    assert attributes_of(received[0]) == attributes_of(event)
 
 
 def test_batch_dispatches_every_event(client, received) -> None:
@@ -477,6 +505,8 @@ BINARY_REJECTS = {
     "time-date-only": {**BASIC, "ce-time": "2018-04-05"},
     "time-words": {**BASIC, "ce-time": "yesterday"},
     "time-impossible": {**BASIC, "ce-time": "2018-13-45T17:31:00Z"},
+    "time-leap-second-midday": {**BASIC, "ce-time": "2016-12-31T12:00:60Z"},
+    "dataschema-relative": {**BASIC, "ce-dataschema": "/schemas/v1.json"},
     "control-character": {**BASIC, "ce-subject": "a%00b"},
     "no-ce-headers": {},
 }
@@ -501,6 +531,9 @@ STRUCTURED_REJECTS = {
     "no-type": without(EVENT, "type"),
     "empty-type": {**EVENT, "type": ""},
     "data-and-data_base64": {**EVENT, "data": "x", "data_base64": "eA=="},
+    "data-null-and-data_base64": {**EVENT, "data": None, "data_base64": "eA=="},
+    "data-and-data_base64-null": {**EVENT, "data": "x", "data_base64": None},
+    "dataschema-relative": {**EVENT, "dataschema": "schemas/v1.json"},
     "data_base64-invalid": {**EVENT, "data_base64": "not base64!"},
     "data_base64-number": {**EVENT, "data_base64": 5},
     "extension-Foo": {**EVENT, "Foo": "x"},
