@@ -261,9 +261,7 @@ def check_required(attributes: dict[str, Any]) -> None:
     for name in ("subject", "dataschema", "datacontenttype"):
         if name in attributes and not attributes[name]:
             raise BadEvent(f"{name} must not be empty")
-    if "dataschema" in attributes and not _ABSOLUTE_URI.match(
-        attributes["dataschema"]
-    ):
+    if "dataschema" in attributes and not _ABSOLUTE_URI.match(attributes["dataschema"]):
         raise BadEvent("dataschema must be an absolute URI")
 
 
