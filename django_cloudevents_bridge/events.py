@@ -190,7 +190,19 @@ def to_http(
             headers["Content-Type"] = str(value)
         else:
             headers[f"ce-{name}"] = quote(canonical(value), safe=_HEADER_SAFE)
+    if "Content-Type" not in headers and _written_as_json(event):
+        headers["Content-Type"] = JSON
     return headers, data_bytes(event)
+
+
+def _written_as_json(event: CloudEvent) -> bool:
+    """True when data_bytes() writes JSON for an event that names no media type.
+
+    The JSON format takes data without a datacontenttype for JSON; a binary-mode
+    message must then say so itself, or a receiver keeps the body as bytes.
+    """
+    data = event.get_data()
+    return data is not None and not isinstance(data, bytes | bytearray | str)
 
 
 def to_http_batch(batch: Sequence[CloudEvent]) -> tuple[dict[str, str], bytes]:
@@ -215,6 +227,8 @@ def to_pubsub(
                 continue
             key = "content-type" if name == "datacontenttype" else f"ce-{name}"
             attributes[key] = canonical(value)
+        if "content-type" not in attributes and _written_as_json(event):
+            attributes["content-type"] = JSON
         if _fits_pubsub(attributes):
             return data_bytes(event), attributes
     return to_json(event), {"content-type": STRUCTURED_JSON}

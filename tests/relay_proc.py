@@ -189,8 +189,10 @@ class Relays:
     database: SharedDatabase
     started: list[RelayProcess] = field(default_factory=list)
 
-    def start(self, *args: str, **outbox: Any) -> RelayProcess:
-        """Run ``cloudevents_relay *args`` with ``CLOUDEVENTS_OUTBOX`` overrides."""
+    def start(
+        self, *args: str, command: str = "cloudevents_relay", **outbox: Any
+    ) -> RelayProcess:
+        """Run ``command *args`` with ``CLOUDEVENTS_OUTBOX`` overrides."""
         number = len(self.started)
         env = {
             key: value
@@ -211,7 +213,7 @@ class Relays:
         stderr = self.directory / f"relay{number}.err"
         with stdout.open("wb") as out, stderr.open("wb") as err:
             process = subprocess.Popen(
-                [sys.executable, "-m", "django", "cloudevents_relay", *args],
+                [sys.executable, "-m", "django", command, *args],
                 cwd=ROOT,
                 env=env,
                 stdin=subprocess.DEVNULL,

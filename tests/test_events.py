@@ -148,6 +148,30 @@ def test_text_under_a_json_type_is_a_json_string_in_binary_mode(content_type):
     assert json.loads(data) == "hello € world"
 
 
+@pytest.mark.parametrize("data", [{"pong": True}, [1, 2], 5, False])
+def test_json_data_without_a_datacontenttype_says_it_is_json(data):
+    # A target's reply built as CloudEvent(attributes, {"pong": True}).
+    event = events.from_attributes(
+        {"specversion": "1.0", "id": "1", "source": "/s", "type": "t"}, data
+    )
+    headers, body = events.to_http(event)
+    assert (headers["Content-Type"], json.loads(body)) == ("application/json", data)
+    message, attributes = events.to_pubsub(event)
+    assert (attributes["content-type"], json.loads(message)) == (
+        "application/json",
+        data,
+    )
+
+
+@pytest.mark.parametrize("data", [b"\x00", "text", None])
+def test_bytes_text_or_no_data_without_a_datacontenttype_name_no_type(data):
+    event = events.from_attributes(
+        {"specversion": "1.0", "id": "1", "source": "/s", "type": "t"}, data
+    )
+    assert "Content-Type" not in events.to_http(event)[0]
+    assert "content-type" not in events.to_pubsub(event)[1]
+
+
 def test_text_under_a_text_type_goes_as_it_is():
     event = events.new("t", data="hello €", datacontenttype="text/plain")
     assert events.to_http(event)[1] == "hello €".encode()

@@ -334,11 +334,15 @@ class Relay:
             groups = list(by_subject.values())
         todo = deque(enumerate(groups))
         finished: list[tuple[int, Outcome]] = []  # appended to by the workers
-        workers = min(self.options["CONCURRENCY"], len(groups))
-        running = {
-            self._executor().submit(self._send_groups, todo, finished)
-            for _ in range(workers)
-        }
+        running = set()
+        for _ in range(min(self.options["CONCURRENCY"], len(groups))):
+            try:
+                running.add(self._executor().submit(self._send_groups, todo, finished))
+            except RuntimeError:
+                # The interpreter is exiting (a script's last save, sent by the
+                # background sender at exit): no new threads, so this one sends.
+                self._send_groups(todo, finished)
+                break
         recorded = 0
         tick = self._tick()
         while True:
@@ -532,16 +536,17 @@ class Relay:
             or age >= self.options["MAX_AGE"]
         )
         delay = retry_delay(attempts, error.retry_after, self.options)
-        updated = self._owned([row]).update(
-            attempts=attempts,
-            last_error=error.reason[:2000],
-            locked_until=None,
-            status=Status.PARKED if park else Status.PENDING,
-            next_attempt_at=now if park else now + timedelta(seconds=delay),
-        )
-        if not updated:  # the lease ran out: the row is another relay's now
-            return False
-        row.attempts, row.last_error = attempts, error.reason
+        changes = {
+            "attempts": attempts,
+            "last_error": error.reason[:2000],
+            "locked_until": None,
+            "status": Status.PARKED if park else Status.PENDING,
+            "next_attempt_at": now if park else now + timedelta(seconds=delay),
+        }
+        if not self._owned([row]).update(**changes):
+            return False  # the lease ran out: the row is another relay's now
+        for name, value in changes.items():  # what signal receivers see
+            setattr(row, name, value)
         if park:
             logger.error(
                 "CloudEvent %s parked after %d attempt(s)%s: %s",
@@ -586,7 +591,14 @@ def _stopping(stop: threading.Event | None, until: float | None) -> bool:
     )
 
 
-_RECORDED = ("status", "attempts", "last_error", "locked_until", "delivered_at")
+_RECORDED = (
+    "status",
+    "attempts",
+    "last_error",
+    "locked_until",
+    "delivered_at",
+    "next_attempt_at",
+)
 
 
 def _snapshot(outcomes: list[Outcome]) -> list[tuple[OutboxEvent, tuple[Any, ...]]]:

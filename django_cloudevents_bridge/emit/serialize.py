@@ -72,6 +72,24 @@ def _matcher(patterns: tuple[str, ...]) -> Callable[[str], Any]:
     return re.compile(joined or "(?!)").match
 
 
+def without_sensitive(value: Any) -> Any:
+    """A JSON-safe value with every password-like object key left out, at any depth.
+
+    For data a project's own function built from an instance: the field filter
+    never sees it, and a secret must not go out through it either.
+    """
+    sensitive = _matcher(conf.sensitive_fields())
+
+    def clean(item: Any) -> Any:
+        if isinstance(item, dict):
+            return {k: clean(v) for k, v in item.items() if not sensitive(k.lower())}
+        if isinstance(item, list):
+            return [clean(v) for v in item]
+        return item
+
+    return clean(value)
+
+
 def is_sensitive(name: str, patterns: Iterable[str] | None = None) -> bool:
     """True if a field name matches a password-like pattern."""
     patterns = conf.sensitive_fields() if patterns is None else tuple(patterns)

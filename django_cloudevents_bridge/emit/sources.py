@@ -103,7 +103,8 @@ def model_data(instance: models.Model, signal_kwargs: dict[str, Any]) -> Any:
     options = conf.models().get(instance._meta.label) or {}
     custom = options.get("data")
     if custom is not None:
-        return serialize.to_json_safe(data_function(custom)(instance, signal_kwargs))
+        data = serialize.to_json_safe(data_function(custom)(instance, signal_kwargs))
+        return serialize.without_sensitive(data)
     return serialize.to_dict(
         instance, fields=options.get("fields"), exclude=options.get("exclude", ())
     )

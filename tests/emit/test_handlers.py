@@ -57,6 +57,24 @@ def test_unknown_options_fail_loudly():
         handlers.get_handler("http", mode="batch")
 
 
+class FileHandler(handlers.BaseHandler):
+    """A project's handler whose option happens to be called ``path``."""
+
+    def __init__(self, *, path, **options):
+        super().__init__(**options)
+        self.path = path
+
+    def send_events(self, events):
+        return len(events)
+
+
+def test_a_handler_option_may_be_called_path(settings):
+    settings.CLOUDEVENTS_HANDLER = "tests.emit.test_handlers.FileHandler"
+    settings.CLOUDEVENTS_HANDLER_OPTIONS = {"path": "/tmp/events.out"}
+    handler = shared_handler()
+    assert (type(handler), handler.path) == (FileHandler, "/tmp/events.out")
+
+
 def test_not_a_handler():
     with pytest.raises(TypeError):
         handlers.get_handler(42)

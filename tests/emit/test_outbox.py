@@ -272,6 +272,9 @@ def test_parked_after_max_attempts_then_retried_by_command(relay_settings, http_
     assert "500" in first.last_error
     signals.event_parked.disconnect(on_parked)
     assert [row.pk for row in parked] == [first.pk]
+    # The receiver sees the row as recorded, not as it was claimed.
+    assert (parked[0].status, parked[0].attempts) == ("parked", 3)
+    assert (parked[0].last_error, parked[0].locked_until) == (first.last_error, None)
     assert second.status == "delivered"
 
     call_command("cloudevents_outbox", "retry", "--id", first.event_id)

@@ -218,6 +218,29 @@ def test_sigterm_finishes_the_batch_in_hand_then_exits(
     assert first_arrivals(sink, rows) == by_subject(delivered)
 
 
+# A save, then the process ends at once: what a script or a cron job does.
+SAVE_AND_EXIT = (
+    "from django.utils import timezone; from tests.testapp.models import Question; "
+    "Question.objects.create(question_text='last words', pub_date=timezone.now())"
+)
+
+
+def test_a_process_that_exits_right_after_a_save_still_sends_its_event(
+    sink, shared_db, relays
+):
+    shared_db.publish()
+    process = relays.start("-c", SAVE_AND_EXIT, command="shell", BACKGROUND=True)
+    assert process.wait() == 0
+    _out, err = process.output()
+    assert "Traceback" not in err, err
+    shared_db.refresh()
+    [row] = OutboxEvent.objects.all()
+    # Sent by the background sender before the interpreter exited, and recorded:
+    # not left claimed, which would hold its subject back for a whole lease.
+    assert (row.status, row.attempts, row.locked_until) == ("delivered", 1, None)
+    assert sink.counts() == {row.event_id: 1}
+
+
 @pytest.mark.postgres
 @pytest.mark.parametrize("inserting", [False, True], ids=["backlog", "inserting"])
 def test_two_relays_at_once_send_each_event_once_in_subject_order(

@@ -195,6 +195,29 @@ def test_fields_option_and_custom_data_function(sent_events):
     assert event.get_data()["data"] == {"title": "HELLO", "length": 5}
 
 
+def test_a_data_function_cannot_send_secrets(sent_events, settings):
+    settings.CLOUDEVENTS_MODELS = {
+        "testapp.Summary": {"data": "tests.emit.test_sources.leaky"}
+    }
+    settings.CLOUDEVENTS_SENSITIVE_FIELDS = ["ssn"]
+    Summary.objects.create(title="hello")
+    [event] = sent_events
+    assert event.get_data()["data"] == {
+        "title": "hello",
+        "nested": [{"kept": 1}],
+        "owner": {"name": "ann"},
+    }
+
+
+def leaky(instance, signal_kwargs):
+    return {
+        "title": instance.title,
+        "Password": "hunter2",
+        "nested": [{"api_token": "t", "kept": 1}],
+        "owner": {"name": "ann", "SSN": "123", "client_secret": "s"},
+    }
+
+
 def test_deferred_fields_are_skipped_not_loaded(sent_events, django_assert_num_queries):
     question = make_question()
     sent_events.clear()

@@ -17,11 +17,12 @@ SHORT_NAMES = {
 }
 
 
-def get_handler(path: Any = None, **options: Any) -> BaseHandler:
+def get_handler(path: Any = None, /, **options: Any) -> BaseHandler:
     """Build a handler from a short name, an import string, a class or a callable.
 
     A plain function (or an import string naming one) is wrapped so that projects
-    written for django-signals-cloudevents keep working.
+    written for django-signals-cloudevents keep working. ``path`` is positional
+    only, so a handler may take an option named ``path``.
     """
     target = path if path is not None else conf.handler()
     if isinstance(target, str):
