@@ -10,6 +10,39 @@ import os
 from typing import Any
 
 from django.conf import settings
+from django.core.signals import setting_changed
+
+_values: dict[str, Any] = {}  # CLOUDEVENTS_* settings as read, until one changes
+_read_from: list[object] = [None]  # the settings object _values came from
+_UNSET = object()
+
+
+def _setting(name: str, default: Any = None) -> Any:
+    """``getattr(settings, name, default)``, remembered until the settings change.
+
+    Several settings are read on every ``save()``, and reading one that is not
+    set costs Django an exception each time (several microseconds apiece).
+    ``override_settings`` (and deleting a setting under it) puts a new object
+    behind ``settings``, which empties the cache; ``setting_changed`` does too.
+    """
+    holder = settings._wrapped
+    if holder is not _read_from[0]:
+        _values.clear()
+        _read_from[0] = holder
+    try:
+        value = _values[name]
+    except KeyError:
+        value = _values[name] = getattr(settings, name, _UNSET)
+    return default if value is _UNSET else value
+
+
+def _forget(*, setting: str, **kwargs: Any) -> None:
+    if setting.startswith("CLOUDEVENTS_"):
+        _values.clear()
+
+
+# Connected here, with the cache it keeps right.
+setting_changed.connect(_forget, dispatch_uid="cloudevents_bridge.conf")
 
 DEFAULT_ENV = {"SINK_VAR": "K_SINK", "SOURCE_VAR": "K_SOURCE"}
 DELIVERY_MODES = ("outbox", "on_commit")
@@ -29,17 +62,17 @@ ALWAYS_SENSITIVE = (
 
 def handler() -> Any:
     """``CLOUDEVENTS_HANDLER``: a short name, an import string or a callable."""
-    return getattr(settings, "CLOUDEVENTS_HANDLER", "http")
+    return _setting("CLOUDEVENTS_HANDLER", "http")
 
 
 def handler_options() -> dict[str, Any]:
     """``CLOUDEVENTS_HANDLER_OPTIONS``: keyword arguments for the handler class."""
-    return dict(getattr(settings, "CLOUDEVENTS_HANDLER_OPTIONS", None) or {})
+    return dict(_setting("CLOUDEVENTS_HANDLER_OPTIONS", None) or {})
 
 
 def env() -> dict[str, str]:
     """``CLOUDEVENTS_ENV``: names of the environment variables for sink and source."""
-    configured = getattr(settings, "CLOUDEVENTS_ENV", None)
+    configured = _setting("CLOUDEVENTS_ENV", None)
     if not isinstance(configured, dict):
         return dict(DEFAULT_ENV)
     return {**DEFAULT_ENV, **configured}
@@ -47,7 +80,7 @@ def env() -> dict[str, str]:
 
 def env_setting() -> object:
     """``CLOUDEVENTS_ENV`` exactly as configured (None if unset), for the checks."""
-    return getattr(settings, "CLOUDEVENTS_ENV", None)
+    return _setting("CLOUDEVENTS_ENV", None)
 
 
 def sink() -> str | None:
@@ -60,7 +93,7 @@ def source() -> str:
     from_env = os.environ.get(env()["SOURCE_VAR"])
     if from_env:
         return from_env
-    configured = getattr(settings, "CLOUDEVENTS_SOURCE", None)
+    configured = _setting("CLOUDEVENTS_SOURCE", None)
     if configured:
         return str(configured)
     return default_source()
@@ -77,12 +110,12 @@ def default_source() -> str:
 
 def models() -> dict[str, dict[str, Any]]:
     """``CLOUDEVENTS_MODELS``: ``{"app_label.Model": {options}}`` to connect."""
-    return getattr(settings, "CLOUDEVENTS_MODELS", None) or {}
+    return _setting("CLOUDEVENTS_MODELS", None) or {}
 
 
 def delivery() -> str:
     """``CLOUDEVENTS_DELIVERY``: ``"outbox"`` (durable) or ``"on_commit"`` (direct)."""
-    return getattr(settings, "CLOUDEVENTS_DELIVERY", "outbox")
+    return _setting("CLOUDEVENTS_DELIVERY", "outbox")
 
 
 OUTBOX_DEFAULTS: dict[str, Any] = {
@@ -101,18 +134,18 @@ OUTBOX_DEFAULTS: dict[str, Any] = {
 
 def outbox_setting() -> object:
     """``CLOUDEVENTS_OUTBOX`` exactly as configured (None if unset), for the checks."""
-    return getattr(settings, "CLOUDEVENTS_OUTBOX", None)
+    return _setting("CLOUDEVENTS_OUTBOX", None)
 
 
 def outbox() -> dict[str, Any]:
     """``CLOUDEVENTS_OUTBOX``: tuning of the outbox and relay (see OUTBOX_DEFAULTS)."""
-    configured = getattr(settings, "CLOUDEVENTS_OUTBOX", None) or {}
+    configured = _setting("CLOUDEVENTS_OUTBOX", None) or {}
     return {**OUTBOX_DEFAULTS, **configured}
 
 
 def sensitive_fields() -> tuple[str, ...]:
     """Built-in password-like patterns plus ``CLOUDEVENTS_SENSITIVE_FIELDS``."""
-    extra = getattr(settings, "CLOUDEVENTS_SENSITIVE_FIELDS", None) or ()
+    extra = _setting("CLOUDEVENTS_SENSITIVE_FIELDS", None) or ()
     return ALWAYS_SENSITIVE + tuple(str(name) for name in extra)
 
 
@@ -132,10 +165,10 @@ RECEIVER_DEFAULTS: dict[str, Any] = {
 
 def receiver_setting() -> object:
     """``CLOUDEVENTS_RECEIVER`` exactly as configured (None if unset)."""
-    return getattr(settings, "CLOUDEVENTS_RECEIVER", None)
+    return _setting("CLOUDEVENTS_RECEIVER", None)
 
 
 def receiver() -> dict[str, Any]:
     """``CLOUDEVENTS_RECEIVER``: the receiver's settings (see RECEIVER_DEFAULTS)."""
-    configured = getattr(settings, "CLOUDEVENTS_RECEIVER", None) or {}
+    configured = _setting("CLOUDEVENTS_RECEIVER", None) or {}
     return {**RECEIVER_DEFAULTS, **configured}
