@@ -1,6 +1,6 @@
 """Mount with ``path("cloudevents/", include("django_cloudevents_bridge.urls"))``."""
 
-from django.urls import path
+from django.urls import path, re_path
 
 from .receive.named import LogView
 from .receive.pubsub_push import PubSubPushView
@@ -11,5 +11,6 @@ app_name = "cloudevents"
 urlpatterns = [
     path("", ReceiverView.as_view(), name="receiver"),
     path("pubsub/", PubSubPushView.as_view(), name="pubsub"),
-    path("log", LogView.as_view(), name="log"),
+    # <prefix>/log as documented, and log/ like the other two.
+    re_path(r"^log/?\Z", LogView.as_view(), name="log"),
 ]

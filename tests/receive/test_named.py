@@ -10,6 +10,7 @@ from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.test import Client
+from django.urls import reverse
 
 from django_cloudevents_bridge import (
     BaseEvent,
@@ -356,14 +357,17 @@ def test_log_view_accepts_query_string_and_form_data(page, sent_events):
     assert cloudevent.get_data() == {"email": "form@b.c", "plan": "free"}
 
 
-def test_log_view_takes_a_plain_form(page, sent_events):
+@pytest.mark.parametrize("url", ["/cloudevents/log", "/cloudevents/log/"])
+def test_log_view_takes_a_plain_form(page, sent_events, url):
     form = {"__event__": "testapp.Signup", "email": "a@b.c"}
-    response = page.post(
-        "/cloudevents/log", {**form, "csrfmiddlewaretoken": CSRF_TOKEN}
-    )
+    response = page.post(url, {**form, "csrfmiddlewaretoken": CSRF_TOKEN})
 
     assert response.status_code == 202
     assert sent_events[0].get_data() == {"email": "a@b.c"}
+
+
+def test_the_log_url_reverses_as_documented():
+    assert reverse("cloudevents:log") == "/cloudevents/log"
 
 
 def test_log_view_rejects_bad_data_with_the_reason(page, sent_events):
