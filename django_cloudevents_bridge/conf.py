@@ -9,40 +9,31 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from django.conf import settings
-from django.core.signals import setting_changed
-
-_values: dict[str, Any] = {}  # CLOUDEVENTS_* settings as read, until one changes
-_read_from: list[object] = [None]  # the settings object _values came from
-_UNSET = object()
+from django.conf import UserSettingsHolder, settings
+from django.utils.functional import empty
 
 
 def _setting(name: str, default: Any = None) -> Any:
-    """``getattr(settings, name, default)``, remembered until the settings change.
+    """``getattr(settings, name, default)``, without an exception when it is unset.
 
-    Several settings are read on every ``save()``, and reading one that is not
-    set costs Django an exception each time (several microseconds apiece).
-    ``override_settings`` (and deleting a setting under it) puts a new object
-    behind ``settings``, which empties the cache; ``setting_changed`` does too.
+    Several settings are read on every ``save()``, and most projects set few of
+    them: Django raises and catches an AttributeError for every read of an unset
+    one (microseconds apiece). So whether it is set is looked up first, in the
+    objects ``settings`` reads from: ``override_settings`` layers (with their
+    deleted names) over the project's settings. Nothing is cached here, so a
+    setting changed in any way is seen at once.
     """
-    holder = settings._wrapped
-    if holder is not _read_from[0]:
-        _values.clear()
-        _read_from[0] = holder
-    try:
-        value = _values[name]
-    except KeyError:
-        value = _values[name] = getattr(settings, name, _UNSET)
-    return default if value is _UNSET else value
+    holder = vars(settings).get("_wrapped", empty)
+    while isinstance(holder, UserSettingsHolder):
+        if name in holder._deleted:
+            return default
+        if name in vars(holder):
+            return getattr(settings, name)
+        holder = holder.default_settings
+    if holder is empty or name in vars(holder):
+        return getattr(settings, name, default)
+    return default
 
-
-def _forget(*, setting: str, **kwargs: Any) -> None:
-    if setting.startswith("CLOUDEVENTS_"):
-        _values.clear()
-
-
-# Connected here, with the cache it keeps right.
-setting_changed.connect(_forget, dispatch_uid="cloudevents_bridge.conf")
 
 DEFAULT_ENV = {"SINK_VAR": "K_SINK", "SOURCE_VAR": "K_SOURCE"}
 DELIVERY_MODES = ("outbox", "on_commit")

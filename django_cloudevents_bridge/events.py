@@ -6,6 +6,7 @@ If the SDK's API changes again, only this module changes.
 from __future__ import annotations
 
 import base64
+import calendar
 import functools
 import json
 import logging
@@ -40,6 +41,13 @@ DISPLAY_ORDER = ("specversion", "type", "source", "subject", "id", "time") + (
 CORE_ATTRIBUTES = frozenset(DISPLAY_ORDER)
 EXTENSION_NAME = re.compile(r"^[a-z0-9]+\Z")  # \Z: "$" would allow a final newline
 OVERRIDES_VAR = "K_CE_OVERRIDES"
+# Type system, String: no control characters, surrogates or noncharacters. (A NUL
+# would also make PostgreSQL refuse the row: a 5xx, retried for ever.)
+NOT_IN_STRING = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef"
+    + "".join(f"\\U{plane:04x}fffe\\U{plane:04x}ffff" for plane in range(17))
+    + "]"
+)
 
 # HTTP binding 3.1.3.2: printable ASCII stays as it is, except space, '"' and '%'.
 _HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in ' "%')
@@ -124,6 +132,8 @@ def parse_overrides(raw: str) -> tuple[tuple[tuple[str, str], ...], tuple[str, .
             problems.append(f"invalid extension name {key!r}")
         elif not isinstance(value, str):  # Knative's type is map[string]string
             problems.append(f"the value of {name!r} is not a string")
+        elif NOT_IN_STRING.search(value):  # undecodable bytes become surrogates
+            problems.append(f"the value of {name!r} holds a character it cannot")
         else:
             if len(name) > 20 or name[0].isdigit():  # a SHOULD, so not rejected
                 logger.warning(
@@ -153,19 +163,22 @@ def canonical(value: Any) -> str:
 def data_bytes(event: CloudEvent) -> bytes:
     """The event's data as the bytes a binary-mode message carries.
 
-    Bytes go as they are and text as UTF-8 unless the datacontenttype is JSON;
+    Bytes go as they are, and text as UTF-8 under a non-JSON datacontenttype;
     any other value (a dict, but also a list, number or boolean, which the SDK
-    would write as its Python repr) is written as JSON.
+    would write as its Python repr, or text under a JSON type or none) is
+    written as JSON.
     """
     data = event.get_data()
     if data is None:
         return b""
     if isinstance(data, bytes | bytearray):
         return bytes(data)
-    if isinstance(data, str) and not is_json(event.get_datacontenttype()):
+    media = event.get_datacontenttype()
+    if isinstance(data, str) and media and not is_json(media):
         return data.encode("utf-8")
     # A str under a JSON media type is a JSON string: the body is "...", as the
-    # JSON event format's "data" member would hold it.
+    # JSON event format's "data" member holds it (which, with no datacontenttype,
+    # a reader takes for JSON too). Send bytes for JSON already encoded.
     return json.dumps(data).encode("ascii")
 
 
@@ -202,7 +215,7 @@ def _written_as_json(event: CloudEvent) -> bool:
     message must then say so itself, or a receiver keeps the body as bytes.
     """
     data = event.get_data()
-    return data is not None and not isinstance(data, bytes | bytearray | str)
+    return data is not None and not isinstance(data, bytes | bytearray)
 
 
 def to_http_batch(batch: Sequence[CloudEvent]) -> tuple[dict[str, str], bytes]:
@@ -297,10 +310,19 @@ def parse_time(text: str) -> datetime:
         seconds, fraction = "59", ".999999"
     iso = f"{head}{seconds}{fraction or ''}{offset}".upper().replace("Z", "+00:00")
     value = datetime.fromisoformat(iso)
-    if leap and value.astimezone(UTC).strftime("%H:%M") != "23:59":
-        # RFC 3339 5.7: a leap second ends a UTC day.
+    if leap and not _ends_a_month(value):
         raise ValueError(f"not an RFC 3339 timestamp: {text[:40]!r}")
     return value
+
+
+def _ends_a_month(value: datetime) -> bool:
+    """RFC 3339 5.7: a leap second is the last second of a month, in UTC."""
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:  # beyond year 1 or 9999 once in UTC
+        return False
+    last_day = calendar.monthrange(utc.year, utc.month)[1]
+    return (utc.day, utc.hour, utc.minute) == (last_day, 23, 59)
 
 
 def from_attributes(attributes: dict[str, Any], data: Any = None) -> CloudEvent:

@@ -31,10 +31,12 @@ class DeliveryError(BridgeError, OSError):
         retry_after: float | None = None,
         delivered: int = 0,
         permanent: bool = False,
+        attempted: int = 1,
     ) -> None:
         self.reason = reason
         self.permanent = permanent  # the sink refuses it for good: don't retry
         self.event_id = event_id
         self.retry_after = retry_after
-        self.delivered = delivered
+        self.delivered = delivered  # events sent before the failed attempt
+        self.attempted = attempted  # events in the failed attempt (a batch: more)
         super().__init__(reason if event_id is None else f"{event_id}: {reason}")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from django.core import checks
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 
 from django_cloudevents_bridge import checks as bridge_checks
+from django_cloudevents_bridge import events
 from django_cloudevents_bridge.emit.handlers import pubsub
 
 
@@ -85,6 +88,19 @@ def test_bad_delivery(settings):
 def test_unusable_overrides_warn(monkeypatch):
     monkeypatch.setenv("K_CE_OVERRIDES", '{"extensions": {"type": "x"}}')
     assert ids(bridge_checks.check_overrides()) == ["cloudevents_bridge.W002"]
+
+
+@pytest.mark.parametrize("value", ["bad\ud800", "line\nbreak", "del\x7f"])
+def test_override_values_that_are_no_cloudevents_string_warn(monkeypatch, value):
+    monkeypatch.setenv("K_CE_OVERRIDES", json.dumps({"extensions": {"foo": value}}))
+    assert ids(bridge_checks.check_overrides()) == ["cloudevents_bridge.W002"]
+    assert events.overrides() == {}  # skipped: every send would fail otherwise
+
+
+def test_checks_run_without_a_root_urlconf(settings):
+    # A settings module for the relay alone routes no URL at all.
+    del settings.ROOT_URLCONF
+    assert ids(bridge_checks.check_receiver_auth()) == []
 
 
 def test_models_setting_errors(settings):

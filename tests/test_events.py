@@ -148,9 +148,10 @@ def test_text_under_a_json_type_is_a_json_string_in_binary_mode(content_type):
     assert json.loads(data) == "hello € world"
 
 
-@pytest.mark.parametrize("data", [{"pong": True}, [1, 2], 5, False])
-def test_json_data_without_a_datacontenttype_says_it_is_json(data):
-    # A target's reply built as CloudEvent(attributes, {"pong": True}).
+@pytest.mark.parametrize("data", [{"pong": True}, [1, 2], 5, False, "text", ""])
+def test_data_without_a_datacontenttype_is_sent_as_json_and_says_so(data):
+    # A target's reply built as CloudEvent(attributes, {"pong": True}); the JSON
+    # event format reads data without a datacontenttype as JSON, so text too.
     event = events.from_attributes(
         {"specversion": "1.0", "id": "1", "source": "/s", "type": "t"}, data
     )
@@ -161,10 +162,11 @@ def test_json_data_without_a_datacontenttype_says_it_is_json(data):
         "application/json",
         data,
     )
+    assert json.loads(events.to_json(event))["data"] == data  # as structured mode
 
 
-@pytest.mark.parametrize("data", [b"\x00", "text", None])
-def test_bytes_text_or_no_data_without_a_datacontenttype_name_no_type(data):
+@pytest.mark.parametrize("data", [b"\x00", None])
+def test_bytes_or_no_data_without_a_datacontenttype_name_no_type(data):
     event = events.from_attributes(
         {"specversion": "1.0", "id": "1", "source": "/s", "type": "t"}, data
     )
@@ -201,7 +203,15 @@ def test_a_leap_second_is_a_valid_time(text):
 
 
 @pytest.mark.parametrize(
-    "text", ["2016-12-31T12:00:60Z", "2016-12-31T23:59:61Z", "2016-12-31T23:59:59Z\n"]
+    "text",
+    [
+        "2016-12-31T12:00:60Z",  # a leap second ends a UTC minute...
+        "2016-12-15T23:59:60Z",  # ... and a month
+        "2016-12-31T23:59:61Z",
+        "2016-12-31T23:59:59Z\n",
+        "9999-12-31T23:59:60-01:00",  # past year 9999 once in UTC
+        "0001-01-01T00:00:60+01:00",
+    ],
 )
 def test_times_that_are_not_rfc3339(text):
     with pytest.raises(ValueError):

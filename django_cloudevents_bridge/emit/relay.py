@@ -419,12 +419,14 @@ class Relay:
             try:
                 done = self._send_stored([row.event for row in chunk])
             except DeliveryError as err:
+                # Those before the failed attempt went out; those in it (one
+                # event, or one request of a batch) failed; the rest were not
+                # sent at all, so no attempt is counted against them.
                 ok = chunk[: err.delivered]
-                if batch:  # one request: every event in it failed
-                    return Outcome(sent + ok, chunk[err.delivered :], err, rest)
-                failed = chunk[err.delivered : err.delivered + 1]
-                untried = chunk[err.delivered + 1 :] + rest
-                return Outcome(sent + ok, failed, err, untried)
+                end = err.delivered + max(err.attempted, 1)
+                return Outcome(
+                    sent + ok, chunk[err.delivered : end], err, chunk[end:] + rest
+                )
             except Exception as err:  # a bug in a handler must not stop the relay
                 logger.exception("Handler %r failed", self.handler)
                 error = DeliveryError(f"{type(err).__name__}: {err}")

@@ -8,6 +8,7 @@ import decimal
 import fnmatch
 import functools
 import ipaddress
+import logging
 import math
 import re
 import uuid
@@ -19,6 +20,8 @@ from django.db.models.fields.files import FieldFile
 from django.utils.duration import duration_iso_string
 
 from .. import conf
+
+logger = logging.getLogger("django_cloudevents_bridge")
 
 
 def to_dict(
@@ -72,22 +75,43 @@ def _matcher(patterns: tuple[str, ...]) -> Callable[[str], Any]:
     return re.compile(joined or "(?!)").match
 
 
-def without_sensitive(value: Any) -> Any:
+def without_sensitive(value: Any, origin: str = "") -> Any:
     """A JSON-safe value with every password-like object key left out, at any depth.
 
     For data a project's own function built from an instance: the field filter
-    never sees it, and a secret must not go out through it either.
+    never sees it, and a secret must not go out through it either. A key left
+    out is logged once per ``origin`` (say the model), so it is never silent.
     """
     sensitive = _matcher(conf.sensitive_fields())
 
     def clean(item: Any) -> Any:
         if isinstance(item, dict):
-            return {k: clean(v) for k, v in item.items() if not sensitive(k.lower())}
+            kept = {}
+            for key, child in item.items():
+                if sensitive(str(key).lower()):
+                    _dropped(origin, str(key))
+                else:
+                    kept[key] = clean(child)
+            return kept
         if isinstance(item, list):
-            return [clean(v) for v in item]
+            return [clean(child) for child in item]
         return item
 
     return clean(value)
+
+
+_reported: set[tuple[str, str]] = set()
+
+
+def _dropped(origin: str, key: str) -> None:
+    if (origin, key) not in _reported:
+        _reported.add((origin, key))
+        logger.warning(
+            "%s: the key %r looks like a secret and is not sent (see "
+            "CLOUDEVENTS_SENSITIVE_FIELDS)",
+            origin or "data",
+            key,
+        )
 
 
 def is_sensitive(name: str, patterns: Iterable[str] | None = None) -> bool:

@@ -21,7 +21,7 @@ from time import monotonic
 from typing import Any
 from urllib.parse import urlsplit
 
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 from django.http import HttpRequest
 from django.urls import URLResolver, get_resolver
 from django.utils.crypto import constant_time_compare
@@ -295,7 +295,12 @@ def api_server(url: str) -> bool:
 def receiver_routed(patterns: Sequence[Any] | None = None) -> bool:
     """True if the URLconf routes a CloudEvents receiver view."""
     if patterns is None:
-        patterns = get_resolver().url_patterns
+        try:
+            patterns = get_resolver().url_patterns
+        except (AttributeError, ImportError, ImproperlyConfigured):
+            # No ROOT_URLCONF (a relay-only settings module), or one that does
+            # not import: Django's own URL checks report the latter.
+            return False
     for pattern in patterns:
         if isinstance(pattern, URLResolver):
             if receiver_routed(pattern.url_patterns):

@@ -653,6 +653,14 @@ def test_retry_after_http_date(sink, handler, zone):
     assert 80 <= caught.value.retry_after <= 90
 
 
+@pytest.mark.parametrize("status", [500, 404, 400])
+def test_retry_after_counts_only_on_429_and_503(sink, handler, status):
+    sink.faults.append(Fault(status=status, headers={"Retry-After": "3600"}))
+    with pytest.raises(DeliveryError) as caught:
+        handler.send_events([events.new("t")])
+    assert caught.value.retry_after is None  # the usual backoff, not an hour
+
+
 def test_retry_after_in_the_past_is_zero(sink, handler):
     header = "Wed, 21 Oct 2015 07:28:00 GMT"
     sink.faults.append(Fault(status=503, headers={"Retry-After": header}))
@@ -861,6 +869,35 @@ def test_a_sink_behind_a_proxy_is_reached_through_it(one_shot, monkeypatch):
     assert b"\r\nce-type: t" in head
 
 
+def test_an_interim_answer_through_a_proxy_never_answers_the_next_event(
+    monkeypatch,
+):
+    # requests (http.client) takes a 103 for the answer and leaves the 202 on
+    # the connection: read by the next request, it would pass off that event's
+    # 500 as delivered.
+    server = CannedServer(
+        [
+            b"HTTP/1.1 103 Early Hints\r\n\r\n" + ACCEPTED_RAW,
+            b"HTTP/1.1 500 No\r\nContent-Length: 0\r\n\r\n",
+        ]
+    )
+    monkeypatch.setenv("HTTP_PROXY", server.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    sink = f"http://sink.example:{closed_port()}/events"
+    errors = []
+    with http.Handler(sink=sink, timeout=(1.0, 1.0), oidc_token_path=None) as handler:
+        for _ in range(2):
+            with pytest.raises(DeliveryError) as caught:
+                handler.send_events([events.new("t")])
+            errors.append(caught.value)
+    server.close()
+    assert "unexpected 103 answer" in errors[0].reason
+    assert not errors[0].permanent  # retried: the sink may not have it
+    assert errors[1].reason.startswith("HTTP 500 No")
+    assert server.connections == 2
+
+
 def test_a_token_that_would_split_the_request_is_not_sent(sink, tmp_path):
     token = tmp_path / "token"
     token.write_text("eyJ.a\r\nX-Evil: 1")  # stripped at the ends, not inside
@@ -912,38 +949,6 @@ def test_headers_that_cannot_be_sent_fail_at_start_up(headers):
 )
 def test_host_header_leaves_out_the_default_port(url, host):
     assert http._Pool(url, 1.0, None).defaults["host"] == f"Host: {host}\r\n"
-
-
-def test_an_interim_response_is_a_failure_that_is_retried(monkeypatch):
-    # 103 Early Hints then 202: http.client skips only 100. The connection is
-    # dropped (its real answer unread), and the next event gets a fresh one.
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    answers = [
-        b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" + ACCEPTED_RAW,
-        ACCEPTED_RAW,
-    ]
-
-    def serve() -> None:
-        for answer in answers:
-            connection, _ = listener.accept()
-            with connection:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    data += connection.recv(65536)
-                connection.sendall(answer)
-                connection.recv(65536)  # until the client closes
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}/"
-    with http.Handler(sink=url, timeout=(1.0, 1.0), oidc_token_path=None) as handler:
-        with pytest.raises(DeliveryError, match="interim response 103") as caught:
-            handler.send_events([events.new("t")])
-        assert not caught.value.permanent
-        assert handler.send_events([events.new("t")]) == 1
-    thread.join(5)
-    listener.close()
 
 
 class CannedServer:
@@ -1029,6 +1034,13 @@ CHUNKED_202 = (
         (ACCEPTED_RAW, 1),  # Content-Length, keep-alive
         (CHUNKED_202, 1),  # chunked, with an extension and a trailer
         (b"HTTP/1.1 100 Continue\r\n\r\n" + ACCEPTED_RAW, 1),
+        # Interim answers before the real one (RFC 9110 15.2): read past.
+        (b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" + ACCEPTED_RAW, 1),
+        (
+            b"HTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 103 Early Hints\r\n\r\n"
+            + ACCEPTED_RAW,
+            1,
+        ),
         (b"HTTP/1.1 204 No Content\r\n\r\n", 1),
         (b"HTTP/1.0 202 Accepted\r\nContent-Length: 0\r\n\r\n", 2),
         (b"HTTP/1.1 202 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", 2),
@@ -1099,6 +1111,8 @@ def test_a_chunked_error_body_and_folded_retry_after_are_read():
             b"HTTP/1.1 202 Accepted\r\n" + b"X-A: b\r\n" * 101 + b"\r\n",
             "more than 100 headers",
         ),
+        (b"HTTP/1.1 101 Switching Protocols\r\n\r\n", "unexpected 101 answer"),
+        (b"HTTP/1.1 103 Early Hints\r\n\r\n" * 11, "unexpected 103 answer"),
     ],
 )
 def test_a_malformed_response_is_a_retried_failure_on_a_fresh_connection(
@@ -1110,6 +1124,37 @@ def test_a_malformed_response_is_a_retried_failure_on_a_fresh_connection(
     assert reason in error.reason
     assert second is None  # the next event went out ...
     assert server.connections == 2  # ... on a new connection
+
+
+def test_an_answer_that_trickles_in_is_cut_at_the_read_timeout():
+    # Each byte comes well within the read timeout; the whole answer does not.
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+    sent = []
+
+    def trickle() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            CannedServer.read_request(connection)
+            for byte in ACCEPTED_RAW:
+                if stop.wait(0.2):
+                    return
+                try:
+                    connection.sendall(bytes([byte]))
+                except OSError:  # the client gave up: as it should
+                    return
+                sent.append(byte)
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/"
+    handler = http.Handler(sink=url, timeout=(1.0, 1.0), oidc_token_path=None)
+    with handler, pytest.raises(DeliveryError, match="read timeout"):
+        handler.send_events([events.new("t")])
+    assert len(sent) < len(ACCEPTED_RAW)  # given up on before the answer was out
+    stop.set()
+    thread.join(5)
+    listener.close()
 
 
 def test_a_huge_error_body_is_cut_and_its_connection_not_reused():

@@ -195,7 +195,7 @@ def test_fields_option_and_custom_data_function(sent_events):
     assert event.get_data()["data"] == {"title": "HELLO", "length": 5}
 
 
-def test_a_data_function_cannot_send_secrets(sent_events, settings):
+def test_a_data_function_cannot_send_secrets(sent_events, settings, caplog):
     settings.CLOUDEVENTS_MODELS = {
         "testapp.Summary": {"data": "tests.emit.test_sources.leaky"}
     }
@@ -207,6 +207,7 @@ def test_a_data_function_cannot_send_secrets(sent_events, settings):
         "nested": [{"kept": 1}],
         "owner": {"name": "ann"},
     }
+    assert "testapp.Summary: the key 'Password' looks like a secret" in caplog.text
 
 
 def leaky(instance, signal_kwargs):

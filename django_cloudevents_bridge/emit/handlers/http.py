@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import io
 import logging
 import os
 import re
@@ -11,6 +12,7 @@ import select
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -149,7 +151,8 @@ class Handler(BaseHandler):
         """POST events in JSON as batches of at most ``batch_max_bytes``, in order.
 
         A failed request raises with ``delivered`` counting the events of the
-        requests before it. ``ids`` are the events' ids (else read when needed).
+        requests before it and ``attempted`` those of the failed one. ``ids`` are
+        the events' ids (else read when needed).
         """
         sent = 0
         for size in _batch_sizes(documents, self.batch_max_bytes):
@@ -159,7 +162,7 @@ class Handler(BaseHandler):
             try:
                 self._post(sink, {"Content-Type": ce.BATCH_JSON}, body, first)
             except DeliveryError as err:
-                err.delivered = sent
+                err.delivered, err.attempted = sent, size
                 raise
             sent += size
         return sent
@@ -202,7 +205,8 @@ class Handler(BaseHandler):
             raise DeliveryError(
                 f"HTTP {status} {reason or ''}".rstrip() + _excerpt(text),
                 event_id=event_id,
-                retry_after=retry_after(retry),
+                # Retry-After means "later" only on these (RFC 9110 10.2.3).
+                retry_after=retry_after(retry) if status in (429, 503) else None,
                 permanent=status not in RETRIED,
             )
 
@@ -255,6 +259,18 @@ class Handler(BaseHandler):
         response = session.get_adapter(request.url).send(
             prepared, timeout=self.timeout, **self._environment(request.url)
         )
+        if response.status_code < 200:
+            # http.client takes an interim answer (103 Early Hints, ...) for the
+            # answer and leaves the real one on the connection, where the next
+            # request would read it: no connection of this session is reused.
+            response.close()  # closes its connection: the answer is unread
+            with self._lock:
+                if self.session is session:
+                    self.session = None
+            session.close()
+            raise http.client.HTTPException(
+                f"unexpected {response.status_code} answer through the proxy"
+            )
         return (
             response.status_code,
             (response.reason or "")[:100],
@@ -411,7 +427,7 @@ class _Pool:
         except UnicodeEncodeError:
             raise _BadHeader("a header is not Latin-1") from None
         sock = self._get()
-        reader = sock.makefile("rb")
+        reader = io.BufferedReader(_Deadline(sock, self.read_timeout))
         try:
             sock.sendall(request)
             reply = _read_response(reader)
@@ -422,6 +438,7 @@ class _Pool:
             _discard(sock, reader)
         else:
             reader.close()  # the socket stays open: it is not the file's
+            sock.settimeout(self.read_timeout)  # the deadline had shortened it
             with self._lock:
                 keep = not self.closed
                 if keep:
@@ -483,6 +500,34 @@ class _ConnectTimeout(TimeoutError):
     """The sink did not accept the connection in time."""
 
 
+class _Deadline(io.RawIOBase):
+    """A socket read as a file, all of it within ``seconds`` of the first read.
+
+    The socket's own timeout bounds each read: a sink that trickles its answer a
+    byte at a time would hold the send, and the relay, for ever.
+    """
+
+    def __init__(self, sock: socket.socket, seconds: float | None) -> None:
+        super().__init__()
+        self.sock = sock
+        self.seconds = seconds
+        self.deadline: float | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.seconds is not None:
+            now = time.monotonic()
+            if self.deadline is None:
+                self.deadline = now + self.seconds
+            left = self.deadline - now
+            if left <= 0:
+                raise TimeoutError("the answer took longer than the read timeout")
+            self.sock.settimeout(left)
+        return self.sock.recv_into(buffer)
+
+
 def _dropped(sock: socket.socket) -> bool:
     """True if an idle connection's socket is readable (closed, or junk)."""
     try:
@@ -515,23 +560,26 @@ class _Reply(NamedTuple):
 
 _MAX_LINE = 65536  # as http.client
 _MAX_HEADERS = 100
+_MAX_INTERIM = 10  # interim (1xx) answers read before the final one
 _MAX_BODY = 1024 * 1024  # read of a reply's body; the rest closes the connection
 
 
 def _read_response(reader: Any) -> _Reply:
-    """Read one HTTP/1.1 response to a POST (RFC 9112), skipping ``100 Continue``.
+    """Read one HTTP/1.1 response to a POST (RFC 9112), skipping interim 1xx ones.
 
     Our own reader, not ``http.client``'s, which builds an ``email`` message for
     the headers: that was a tenth of a binary-mode relay's CPU. Errors are
     ``http.client``'s exceptions, as they were.
     """
-    while True:
+    for _ in range(_MAX_INTERIM + 1):
         version, status, reason = _status_line(reader)
         headers = _header_block(reader)
-        if status != 100:
+        # Interim answers (100 Continue, 102 Processing, 103 Early Hints) come
+        # before the real one, which a client must still read (RFC 9110 15.2).
+        if not 100 <= status < 200 or status == 101:
             break
-    if status < 200:
-        raise http.client.HTTPException(f"unexpected interim response {status}")
+    if status < 200:  # 101: we asked for no other protocol; or only interim ones
+        raise http.client.HTTPException(f"unexpected {status} answer")
     tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
     will_close = "close" in tokens or (
         version == "HTTP/1.0" and "keep-alive" not in tokens
