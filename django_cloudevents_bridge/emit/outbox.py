@@ -9,6 +9,7 @@ pending for the relay (``manage.py cloudevents_relay``).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import logging
 import os
@@ -36,6 +37,7 @@ _present: set[str] = set()  # aliases whose outbox table was found
 _missing_since: dict[str, float] = {}  # alias -> when it was found missing
 RECHECK = 60.0  # seconds before a missing table is looked for again
 COALESCE = 0.005  # seconds the background sender waits for more rows
+EXIT_GRACE = 5.0  # seconds an exiting process waits for its background sends
 
 
 def ready(using: str) -> bool:
@@ -170,6 +172,7 @@ class Background:
         self.outstanding = 0
         self.thread: threading.Thread | None = None
         self.pid = 0
+        self.holding: tuple[str, str] | None = None  # (alias, claim) being sent
 
     def submit(self, job: Job) -> None:
         """Queue a job (called on commit; never blocks)."""
@@ -242,8 +245,11 @@ def attempt(using: str, ids: list[int]) -> None:
             if not claimed:
                 return  # the rest is not due, or waits behind its subject
             remaining.difference_update(row.pk for row in claimed)
+            background.holding = (using, claimed[0].locked_by)
             relay.send(claimed)
+            background.holding = None
     finally:
+        background.holding = None
         relay.close()
 
 
@@ -254,8 +260,26 @@ background = Background()
 def _flush_at_exit() -> None:
     # A short grace period so a management command's last events go out; anything
     # left stays pending for the relay.
-    if background.thread is not None and background.pid == os.getpid():
-        background.wait(timeout=5.0)
+    if background.thread is None or background.pid != os.getpid():
+        return
+    if background.wait(timeout=EXIT_GRACE):
+        return
+    holding = background.holding
+    if holding is not None:
+        # Still sending (a sink that does not answer): give the claim back now,
+        # or the relay would wait out the whole lease for rows this process
+        # will never record. The send may still have reached the sink: the
+        # relay sends it again, with the same id.
+        using, token = holding
+        with contextlib.suppress(Exception):
+            OutboxEvent.objects.using(using).filter(
+                locked_by=token, status=OutboxEvent.Status.PENDING
+            ).update(locked_until=None)
+            logger.warning(
+                "Exiting while CloudEvents were being sent; the relay will send "
+                "them (claim %s given back)",
+                token,
+            )
 
 
 def prune(using: str = DEFAULT_DB_ALIAS, older_than: float | None = None) -> int:

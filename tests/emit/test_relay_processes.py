@@ -241,6 +241,27 @@ def test_a_process_that_exits_right_after_a_save_still_sends_its_event(
     assert sink.counts() == {row.event_id: 1}
 
 
+def test_a_process_that_exits_while_its_sink_hangs_gives_its_claim_back(
+    sink, shared_db, relays
+):
+    shared_db.publish()
+    sink.hold_after(0)  # the first attempt never gets an answer
+    process = relays.start("-c", SAVE_AND_EXIT, command="shell", BACKGROUND=True)
+    assert process.wait(30) == 0  # after the exit grace, not the 15 s read timeout
+    assert "the relay will send them" in process.output()[1]
+    sink.release()
+    shared_db.refresh()
+    [row] = OutboxEvent.objects.all()
+    # Claimable at once, not after the lease: the relay takes it now.
+    assert (row.status, row.attempts, row.locked_until) == ("pending", 0, None)
+    shared_db.publish()
+    relay = relays.start("--once", **FAST)
+    assert relay.wait() == 0
+    shared_db.refresh()
+    assert OutboxEvent.objects.get().status == "delivered"
+    assert row.event_id in sink.ids()
+
+
 @pytest.mark.postgres
 @pytest.mark.parametrize("inserting", [False, True], ids=["backlog", "inserting"])
 def test_two_relays_at_once_send_each_event_once_in_subject_order(
