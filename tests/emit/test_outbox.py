@@ -13,6 +13,7 @@ import time
 
 import pytest
 from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
@@ -635,6 +636,17 @@ def test_relay_command_once(relay_settings, http_sink, capsys):
     call_command("cloudevents_relay", "--once")
     assert "claimed 3, delivered 3, failed 0, parked 0" in capsys.readouterr().out
     assert len(http_sink.received) == 3
+
+
+def test_relay_command_without_a_sink_fails_and_claims_nothing(
+    relay_settings, http_sink, monkeypatch
+):
+    ask()
+    monkeypatch.delenv("K_SINK")
+    with pytest.raises(CommandError, match="no sink: K_SINK is not set"):
+        call_command("cloudevents_relay", "--once")
+    row = OutboxEvent.objects.get()
+    assert (row.status, row.attempts, row.locked_until) == ("pending", 0, None)
 
 
 def test_outbox_command_stats_and_purge(relay_settings, http_sink, capsys):

@@ -8,11 +8,11 @@ import threading
 import time
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 
 from ... import conf
-from ...emit.handlers import get_handler
+from ...emit.handlers import get_handler, http
 from ...emit.outbox import prune
 from ...emit.relay import Relay, Result
 
@@ -44,6 +44,12 @@ class Command(BaseCommand):
                 settings[name] = options[key]
         stop = threading.Event()
         with get_handler(**conf.handler_options()) as handler:
+            if isinstance(handler, http.Handler) and not (handler.sink or conf.sink()):
+                # Every attempt would fail and count: a misconfigured cron job
+                # would park the whole outbox. Claim nothing, and say so.
+                raise CommandError(
+                    f"no sink: {conf.env()['SINK_VAR']} is not set (nothing sent)"
+                )
             relay = Relay(handler, using=options["database"], options=settings)
             try:
                 if options["once"]:
