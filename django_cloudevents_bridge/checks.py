@@ -203,7 +203,7 @@ def check_receiver_auth(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             hint="Set CLOUDEVENTS_RECEIVER['OIDC_ISSUER'] and 'OIDC_AUDIENCE' "
             "(Knative sender identity) or 'SECRET'; if the network already "
             "restricts senders, add this id to SILENCED_SYSTEM_CHECKS.",
-            id=f"{ID}.W003",
+            id=auth.OPEN_CHECK,
             obj="CLOUDEVENTS_RECEIVER",
         )
     ]

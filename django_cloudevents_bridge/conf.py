@@ -163,3 +163,8 @@ def receiver() -> dict[str, Any]:
     """``CLOUDEVENTS_RECEIVER``: the receiver's settings (see RECEIVER_DEFAULTS)."""
     configured = _setting("CLOUDEVENTS_RECEIVER", None) or {}
     return {**RECEIVER_DEFAULTS, **configured}
+
+
+def silenced_checks() -> list[str]:
+    """Django's ``SILENCED_SYSTEM_CHECKS`` (what the bridge's own logs respect too)."""
+    return list(_setting("SILENCED_SYSTEM_CHECKS", None) or [])

@@ -60,6 +60,9 @@ class NotAuthenticated(BridgeError, PermissionDenied):
         super().__init__(reason)
 
 
+OPEN_CHECK = "cloudevents_bridge.W003"  # an open receiver
+
+
 class AuthUnavailable(BridgeError, OSError):
     """The issuer's discovery document or keys could not be fetched: 503, retry."""
 
@@ -77,7 +80,8 @@ def authenticate(request: HttpRequest) -> None:
         ):
             # Set but empty (say os.environ.get("SECRET", "")): fail closed.
             raise NotAuthenticated("receiver authentication is misconfigured")
-        return  # an open receiver; check W003 says so at start-up
+        _warn_open()
+        return  # an open receiver; check W003 says so too
     credential = bearer(request)
     if credential is None:
         raise NotAuthenticated("missing bearer token")
@@ -87,6 +91,28 @@ def authenticate(request: HttpRequest) -> None:
         raise NotAuthenticated("invalid credentials", challenge=INVALID)
     claims = verify(credential, options)
     allow_subject(claims["sub"], options["OIDC_SUBJECTS"])
+
+
+_warned_open = False
+
+
+def _warn_open() -> None:
+    """Log once per process that anyone may deliver events here.
+
+    Check W003 says so in ``manage.py check``; a WSGI server runs no checks, so
+    without this a production log would never say it. Silencing W003 silences
+    this too.
+    """
+    global _warned_open
+    if _warned_open:
+        return
+    _warned_open = True
+    if OPEN_CHECK not in conf.silenced_checks():
+        logger.warning(
+            "The CloudEvents receiver accepts events from anyone: set "
+            "CLOUDEVENTS_RECEIVER['SECRET'] or ['OIDC_ISSUER'] (check %s)",
+            OPEN_CHECK,
+        )
 
 
 def bearer(request: HttpRequest) -> str | None:

@@ -618,6 +618,20 @@ def test_an_open_receiver_accepts_events_and_warns(settings):
     assert warning.id == "cloudevents_bridge.W003"
 
 
+@pytest.mark.parametrize("silenced", [False, True])
+def test_an_open_receiver_says_so_in_the_log_once(
+    settings, monkeypatch, caplog, silenced
+):
+    # A WSGI server runs no system checks: the first request logs W003's news.
+    settings.CLOUDEVENTS_RECEIVER = {}
+    settings.SILENCED_SYSTEM_CHECKS = ["cloudevents_bridge.W003"] if silenced else []
+    monkeypatch.setattr(auth, "_warned_open", False)
+    assert post().status_code == 202
+    assert post().status_code == 202
+    warnings = [r for r in caplog.records if "accepts events from anyone" in r.message]
+    assert len(warnings) == (0 if silenced else 1)
+
+
 def test_no_warning_where_no_receiver_is_routed(settings):
     settings.ROOT_URLCONF = __name__
     assert bridge_checks.check_receiver_auth() == []
