@@ -55,6 +55,10 @@ class LengthRequired(BadEvent):
 def from_request(request: HttpRequest, max_bytes: int) -> list[CloudEvent]:
     """The events in a request; raises BadEvent (or a subclass) when malformed."""
     content_type = request.META.get("CONTENT_TYPE", "")
+    if not content_type.isascii() or events.NOT_IN_STRING.search(content_type):
+        # A media type is ASCII (RFC 2046); WSGI hands other bytes over as
+        # Latin-1, which would be stored as another datacontenttype.
+        raise BadEvent("Content-Type is not a valid media type")
     media = content_type.split(";")[0].strip().lower()
     body = read_body(request, max_bytes)
     if media.startswith("application/cloudevents-batch"):

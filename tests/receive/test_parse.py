@@ -513,6 +513,14 @@ BINARY_REJECTS = {
 }
 
 
+@pytest.mark.parametrize(
+    "content_type", ["appl\xffication/json", "application/json; charset=\xe9"]
+)
+def test_a_content_type_that_is_not_ascii_is_refused(client, received, content_type):
+    assert_problem(post(client, b"{}", content_type, BASIC), 400)
+    assert received == []
+
+
 @pytest.mark.parametrize("headers", BINARY_REJECTS.values(), ids=BINARY_REJECTS)
 def test_binary_rejects(client, received, headers) -> None:
     assert_problem(post(client, b'{"a": 1}', "application/json", headers), 400)
