@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from django.conf import UserSettingsHolder, settings
+from django.conf import Settings, UserSettingsHolder, settings
+from django.conf import global_settings as defaults
 from django.utils.functional import empty
 
 
@@ -30,9 +31,9 @@ def _setting(name: str, default: Any = None) -> Any:
         if name in vars(holder):
             return getattr(settings, name)
         holder = holder.default_settings
-    if holder is empty or name in vars(holder):
-        return getattr(settings, name, default)
-    return default
+    if holder is empty or not (isinstance(holder, Settings) or holder is defaults):
+        return getattr(settings, name, default)  # a holder of another kind
+    return getattr(settings, name) if name in vars(holder) else default
 
 
 DEFAULT_ENV = {"SINK_VAR": "K_SINK", "SOURCE_VAR": "K_SOURCE"}

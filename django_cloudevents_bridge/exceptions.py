@@ -31,12 +31,14 @@ class DeliveryError(BridgeError, OSError):
         retry_after: float | None = None,
         delivered: int = 0,
         permanent: bool = False,
-        attempted: int = 1,
+        attempted: int | None = None,
     ) -> None:
         self.reason = reason
         self.permanent = permanent  # the sink refuses it for good: don't retry
         self.event_id = event_id
         self.retry_after = retry_after
         self.delivered = delivered  # events sent before the failed attempt
-        self.attempted = attempted  # events in the failed attempt (a batch: more)
+        # Events in the failed attempt: one, or a batch's request; None: not said
+        # (a batch handler's whole call failed).
+        self.attempted = attempted
         super().__init__(reason if event_id is None else f"{event_id}: {reason}")

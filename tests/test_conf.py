@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import UserSettingsHolder
 from django.conf import settings as django_settings
 from django.test import override_settings
 
@@ -52,3 +53,15 @@ def test_nested_overrides_and_deletions():
         assert conf.handler() == "console"
         assert "testapp.Choice" in conf.models()  # under two layers
     assert conf.handler() == "locmem"
+
+
+def test_settings_behind_an_object_of_another_kind(monkeypatch):
+    # settings.configure(default_settings=...) takes any object: its class
+    # attributes count, as Django's own getattr finds them.
+    class Defaults:
+        CLOUDEVENTS_HANDLER = "console"
+
+    holder = UserSettingsHolder(Defaults())
+    monkeypatch.setattr(django_settings, "_wrapped", holder)
+    assert conf.handler() == "console"
+    assert conf.delivery() == "outbox"  # not set anywhere: the default

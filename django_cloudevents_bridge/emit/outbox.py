@@ -237,7 +237,7 @@ def attempt(using: str, ids: list[int]) -> None:
     from . import shared_handler
     from .relay import Relay
 
-    relay = Relay(shared_handler(), using=using)
+    relay = Relay(shared_handler(), using=using, daemon=True)
     remaining = set(ids)
     try:
         while remaining:

@@ -24,7 +24,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, timedelta
@@ -84,6 +84,10 @@ class Relay:
     name: str = field(
         default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}"[:60]
     )
+    # Send threads that do not hold up the interpreter's exit (the background
+    # sender's, whose process may be a script that is ending): the executor's
+    # threads are joined at exit, before any atexit handler runs.
+    daemon: bool = False
     _pool: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
     # Signals held back until the transaction recording them commits (serial drain).
     _unsignalled: list[tuple[Signal, OutboxEvent]] | None = field(
@@ -337,7 +341,7 @@ class Relay:
         running = set()
         for _ in range(min(self.options["CONCURRENCY"], len(groups))):
             try:
-                running.add(self._executor().submit(self._send_groups, todo, finished))
+                running.add(self._start(self._send_groups, todo, finished))
             except RuntimeError:
                 # The interpreter is exiting (a script's last save, sent by the
                 # background sender at exit): no new threads, so this one sends.
@@ -384,6 +388,24 @@ class Relay:
                 result.parked += int(self._mark_failed(row, outcome.error))
             self._release(outcome.untried)
 
+    def _start(self, work: Callable[..., None], *args: Any) -> Future[None]:
+        """Run ``work`` in a send thread: the executor's, or a daemon thread."""
+        if not self.daemon:
+            return self._executor().submit(work, *args)
+        future: Future[None] = Future()
+
+        def run() -> None:
+            if future.set_running_or_notify_cancel():
+                try:
+                    work(*args)
+                except BaseException as err:
+                    future.set_exception(err)
+                else:
+                    future.set_result(None)
+
+        threading.Thread(target=run, name="dce-relay", daemon=True).start()
+        return future
+
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(
@@ -423,7 +445,10 @@ class Relay:
                 # event, or one request of a batch) failed; the rest were not
                 # sent at all, so no attempt is counted against them.
                 ok = chunk[: err.delivered]
-                end = err.delivered + max(err.attempted, 1)
+                if err.attempted is not None:
+                    end = err.delivered + max(err.attempted, 1)
+                else:
+                    end = len(chunk) if batch else err.delivered + 1
                 return Outcome(
                     sent + ok, chunk[err.delivered : end], err, chunk[end:] + rest
                 )

@@ -54,7 +54,8 @@ class LengthRequired(BadEvent):
 
 def from_request(request: HttpRequest, max_bytes: int) -> list[CloudEvent]:
     """The events in a request; raises BadEvent (or a subclass) when malformed."""
-    content_type = request.META.get("CONTENT_TYPE", "")
+    # HTTP allows tabs as white space here; a CloudEvents String does not.
+    content_type = request.META.get("CONTENT_TYPE", "").replace("\t", " ")
     if not content_type.isascii() or events.NOT_IN_STRING.search(content_type):
         # A media type is ASCII (RFC 2046); WSGI hands other bytes over as
         # Latin-1, which would be stored as another datacontenttype.

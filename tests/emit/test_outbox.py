@@ -20,6 +20,7 @@ from django.utils import timezone
 from django_cloudevents_bridge import events, signals
 from django_cloudevents_bridge.emit import emit, handlers, outbox
 from django_cloudevents_bridge.emit.relay import Relay, in_subject_order, retry_delay
+from django_cloudevents_bridge.exceptions import DeliveryError
 from django_cloudevents_bridge.models import OutboxEvent
 from tests.sink import Fault, Sink
 from tests.testapp.models import Choice, Question
@@ -636,6 +637,25 @@ def test_relay_command_once(relay_settings, http_sink, capsys):
     call_command("cloudevents_relay", "--once")
     assert "claimed 3, delivered 3, failed 0, parked 0" in capsys.readouterr().out
     assert len(http_sink.received) == 3
+
+
+class DownBatchHandler(handlers.BaseHandler):
+    """A project's batch handler whose error does not say how much it carried."""
+
+    batch = True
+
+    def send_events(self, events):
+        raise DeliveryError("the broker is down")
+
+
+def test_a_batch_handler_that_fails_without_saying_fails_the_whole_batch(
+    relay_settings,
+):
+    for n in range(3):
+        ask(str(n))
+    result = Relay(DownBatchHandler(), options=outbox.conf.outbox()).run_once()
+    assert (result.delivered, result.failed) == (0, 3)
+    assert set(OutboxEvent.objects.values_list("attempts", flat=True)) == {1}
 
 
 def test_relay_command_without_a_sink_fails_and_claims_nothing(

@@ -241,12 +241,16 @@ def test_a_process_that_exits_right_after_a_save_still_sends_its_event(
     assert sink.counts() == {row.event_id: 1}
 
 
+@pytest.mark.parametrize("pause", [0, 0.5], ids=["at-once", "after-a-pause"])
 def test_a_process_that_exits_while_its_sink_hangs_gives_its_claim_back(
-    sink, shared_db, relays
+    sink, shared_db, relays, pause
 ):
+    # After a pause the send threads are running when the interpreter exits:
+    # they must not hold it up until the read timeout.
     shared_db.publish()
     sink.hold_after(0)  # the first attempt never gets an answer
-    process = relays.start("-c", SAVE_AND_EXIT, command="shell", BACKGROUND=True)
+    code = f"{SAVE_AND_EXIT}; import time; time.sleep({pause})"
+    process = relays.start("-c", code, command="shell", BACKGROUND=True)
     assert process.wait(30) == 0  # after the exit grace, not the 15 s read timeout
     assert "the relay will send them" in process.output()[1]
     sink.release()

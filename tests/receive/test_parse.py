@@ -521,6 +521,20 @@ def test_a_content_type_that_is_not_ascii_is_refused(client, received, content_t
     assert received == []
 
 
+@pytest.mark.parametrize("structured", [False, True])
+def test_a_tab_in_the_content_type_is_white_space(client, received, structured):
+    if structured:
+        body, content_type = (
+            json.dumps(EVENT),
+            "application/cloudevents+json;\tcharset=UTF-8",
+        )
+    else:
+        body, content_type = '{"a": 1}', "application/json;\tcharset=utf-8"
+    assert post(client, body, content_type, BASIC).status_code == 202
+    if not structured:  # a String holds no tab
+        assert received[0].get_datacontenttype() == "application/json; charset=utf-8"
+
+
 @pytest.mark.parametrize("headers", BINARY_REJECTS.values(), ids=BINARY_REJECTS)
 def test_binary_rejects(client, received, headers) -> None:
     assert_problem(post(client, b'{"a": 1}', "application/json", headers), 400)

@@ -262,12 +262,8 @@ class Handler(BaseHandler):
         if response.status_code < 200:
             # http.client takes an interim answer (103 Early Hints, ...) for the
             # answer and leaves the real one on the connection, where the next
-            # request would read it: no connection of this session is reused.
-            response.close()  # closes its connection: the answer is unread
-            with self._lock:
-                if self.session is session:
-                    self.session = None
-            session.close()
+            # request would read it: that connection is closed, not reused.
+            response.close()
             raise http.client.HTTPException(
                 f"unexpected {response.status_code} answer through the proxy"
             )

@@ -44,7 +44,8 @@ class Command(BaseCommand):
                 settings[name] = options[key]
         stop = threading.Event()
         with get_handler(**conf.handler_options()) as handler:
-            if isinstance(handler, http.Handler) and not (handler.sink or conf.sink()):
+            # The HTTP handler itself; a project's subclass may find its sink.
+            if type(handler) is http.Handler and not (handler.sink or conf.sink()):
                 # Every attempt would fail and count: a misconfigured cron job
                 # would park the whole outbox. Claim nothing, and say so.
                 raise CommandError(
