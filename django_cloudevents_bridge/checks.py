@@ -38,7 +38,7 @@ def check_handler(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         ]
     except ImproperlyConfigured as err:
         return [Error(str(err), id=f"{ID}.E003", obj="CLOUDEVENTS_HANDLER_OPTIONS")]
-    if isinstance(handler, http_handler.Handler) and not (handler.sink or conf.sink()):
+    if isinstance(handler, http_handler.Handler) and not handler.current_sink():
         var = conf.env()["SINK_VAR"]
         return [
             Warning(

@@ -118,8 +118,12 @@ class Handler(BaseHandler):
         if session is not None:
             session.close()
 
+    def current_sink(self) -> str | None:
+        """The URL to POST to: the ``sink`` option, else the environment's."""
+        return self.sink or conf.sink()
+
     def send_events(self, events: Sequence[CloudEvent]) -> int:
-        sink = self.sink or conf.sink()
+        sink = self.current_sink()
         if not sink:
             _warn_no_sink()
             raise DeliveryError(f"no sink: {conf.env()['SINK_VAR']} is not set")
@@ -139,7 +143,7 @@ class Handler(BaseHandler):
         """In batched mode the stored JSON is the batch's elements, as it is."""
         if not self.batch or not documents or ce.overrides():
             return super().send_stored(documents)
-        sink = self.sink or conf.sink()
+        sink = self.current_sink()
         if not sink:
             return super().send_stored(documents)  # the error, as send_events has it
         encoded = [document.encode("utf-8") for document in documents]

@@ -45,7 +45,7 @@ class Command(BaseCommand):
         stop = threading.Event()
         with get_handler(**conf.handler_options()) as handler:
             # The HTTP handler itself; a project's subclass may find its sink.
-            if type(handler) is http.Handler and not (handler.sink or conf.sink()):
+            if type(handler) is http.Handler and not handler.current_sink():
                 # Every attempt would fail and count: a misconfigured cron job
                 # would park the whole outbox. Claim nothing, and say so.
                 raise CommandError(
