@@ -13,15 +13,15 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "send_cloudevent": ".emit.sources",
-    "register_group_handler": ".receive.registry",
-    "register_model_event_source": ".receive.spark",
-    "process_events": ".receive.spark",
-    "only_new_events": ".receive.spark",
-    "BaseEvent": ".receive.named",
-    "EventNotFound": ".receive.named",
-    "ValidationError": ".receive.named",
-    "handler": ".receive.named",
-    "log": ".receive.named",
+    "register_group_handler": ".targets.groups",
+    "register_model_event_source": ".targets.groups",
+    "process_events": ".targets.groups",
+    "only_new_events": ".targets.groups",
+    "BaseEvent": ".targets.named",
+    "EventNotFound": ".exceptions",
+    "ValidationError": ".exceptions",
+    "handler": ".targets.named",
+    "log": ".targets.named",
 }
 
 __all__ = [
@@ -40,13 +40,14 @@ __all__ = [
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .emit.sources import send_cloudevent
-    from .receive.named import BaseEvent, EventNotFound, ValidationError, handler, log
-    from .receive.registry import register_group_handler
-    from .receive.spark import (
+    from .exceptions import EventNotFound, ValidationError
+    from .targets.groups import (
         only_new_events,
         process_events,
+        register_group_handler,
         register_model_event_source,
     )
+    from .targets.named import BaseEvent, handler, log
 
 
 def __getattr__(name: str) -> Any:

@@ -11,7 +11,7 @@ class CloudEventsBridgeConfig(AppConfig):
         from . import checks  # noqa: F401  (registers the system checks)
         from .emit import reset_handler
         from .emit.sources import connect_models
-        from .receive.named import autodiscover
+        from .targets.named import autodiscover
 
         connect_models()
         autodiscover()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 from django.apps import apps
 from django.core.checks import Error, Tags, Warning, register
 from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
+from django.urls import URLResolver, get_resolver
 
 from . import conf, events
 from .emit.handlers import SHORT_NAMES, get_handler
@@ -180,7 +182,7 @@ def check_receiver_auth(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             id=f"{ID}.E007",
             obj="CLOUDEVENTS_RECEIVER",
         )
-        for problem in auth.problems(options)
+        for problem in auth_problems(options)
     ]
     issuer = options["OIDC_ISSUER"]
     if not errors and isinstance(issuer, str) and insecure(issuer):
@@ -195,7 +197,7 @@ def check_receiver_auth(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         )
     if errors or options["SECRET"] or issuer:
         return errors
-    if not auth.receiver_routed():
+    if not receiver_routed():
         return []  # emit-only project: nothing listens
     return [
         Warning(
@@ -207,6 +209,72 @@ def check_receiver_auth(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             obj="CLOUDEVENTS_RECEIVER",
         )
     ]
+
+
+def receiver_routed(patterns: Sequence[Any] | None = None) -> bool:
+    """True if the URLconf routes a CloudEvents receiver view."""
+    if patterns is None:
+        try:
+            patterns = get_resolver().url_patterns
+        except (AttributeError, ImportError, ImproperlyConfigured):
+            # No ROOT_URLCONF (a relay-only settings module), or one that does
+            # not import: Django's own URL checks report the latter.
+            return False
+    for pattern in patterns:
+        if isinstance(pattern, URLResolver):
+            if receiver_routed(pattern.url_patterns):
+                return True
+        else:
+            view_class = getattr(pattern.callback, "view_class", None)
+            if getattr(view_class, "cloudevents_receiver", False):
+                return True
+    return False
+
+
+def auth_problems(options: dict[str, Any]) -> list[str]:
+    """What is wrong with the auth keys of ``CLOUDEVENTS_RECEIVER``."""
+    from .receive import auth
+
+    found = [
+        f"unknown key {key!r}"
+        for key in sorted(set(options) - set(conf.RECEIVER_DEFAULTS))
+    ]
+    secret = options["SECRET"]
+    if not (
+        secret is None
+        or (isinstance(secret, str) and secret)
+        or (
+            isinstance(secret, list | tuple)
+            and all(isinstance(item, str) and item for item in secret)
+        )
+    ):
+        found.append("SECRET must be a non-empty string or a list of them")
+    issuer = options["OIDC_ISSUER"]
+    if issuer is None:
+        found += [
+            f"{key} is set but OIDC_ISSUER is not"
+            for key in ("OIDC_AUDIENCE", "OIDC_SUBJECTS")
+            if options[key] is not None
+        ]
+        return found
+    if not (isinstance(issuer, str) and urlsplit(issuer).scheme in ("http", "https")):
+        found.append("OIDC_ISSUER must be an http(s) URL")
+    audience = options["OIDC_AUDIENCE"]
+    if not (isinstance(audience, str) and audience):
+        found.append("OIDC_AUDIENCE is required with OIDC_ISSUER")
+    subjects = options["OIDC_SUBJECTS"]
+    if subjects is not None and not (
+        isinstance(subjects, list | tuple)
+        and all(isinstance(item, str) for item in subjects)
+    ):
+        found.append("OIDC_SUBJECTS must be a list of strings (or None)")
+    for key in ("OIDC_CA_FILE", "OIDC_TOKEN_FILE"):
+        path = options[key]
+        if path and path != conf.RECEIVER_DEFAULTS[key] and not os.path.exists(path):
+            found.append(f"{key} {path!r} does not exist")
+    if auth.jwt is None:  # pragma: no cover - the tests install the [oidc] extra
+        found.append("OIDC needs PyJWT: pip install 'django-cloudevents-bridge[oidc]'")
+    return found
 
 
 def insecure(url: str) -> bool:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, PermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
 
 
 class BridgeError(Exception):
@@ -42,3 +43,30 @@ class DeliveryError(BridgeError, OSError):
         # (a batch handler's whole call failed).
         self.attempted = attempted
         super().__init__(reason if event_id is None else f"{event_id}: {reason}")
+
+
+# Receiving: authentication (receive/auth.py) and named events (targets/named.py)
+
+
+class NotAuthenticated(BridgeError, PermissionDenied):
+    """Missing or invalid credentials: 401 (403 where only PermissionDenied maps)."""
+
+    status = 401
+
+    def __init__(self, reason: str, *, challenge: str = "Bearer") -> None:
+        self.challenge = challenge  # the WWW-Authenticate header of the 401
+        super().__init__(reason)
+
+
+class AuthUnavailable(BridgeError, OSError):
+    """The issuer's discovery document or keys could not be fetched: 503, retry."""
+
+    status = 503
+
+
+class ValidationError(BridgeError, DjangoValidationError):
+    """Event data failed its event's ``clean()``."""
+
+
+class EventNotFound(BridgeError, LookupError):
+    """No event class is registered under that name."""

@@ -2,9 +2,9 @@
 
 from django.urls import path, re_path
 
-from .receive.named import LogView
 from .receive.pubsub_push import PubSubPushView
 from .receive.views import ReceiverView
+from .targets.named import LogView
 
 app_name = "cloudevents"
 

@@ -1,9 +1,201 @@
-"""Received events, stored once per (source, id), and each dispatch target's run."""
+"""Received events, stored once per (source, id), and each dispatch target's run.
+
+The exactly-once bookkeeping is here, as QuerySet methods: ``ReceivedEvent``'s
+``record``/``record_first`` store an event (once) with a run per target, and
+``TargetRun``'s ``claim``, ``done`` and ``fail`` are a target's run around its
+work (receive/dispatch.py). The hot path's SQL is built in ``_inbox_sql``.
+"""
 
 from __future__ import annotations
 
-from django.db import models
+from collections.abc import Sequence
+from typing import Any
+
+from django.db import IntegrityError, connections, models, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import F, Q
 from django.utils import timezone
+
+from .. import events
+from ..events import CloudEvent
+from ._inbox_sql import statements, upserts
+
+
+def max_length(column: str) -> int | None:
+    """The length limit of a ReceivedEvent column (None: unlimited)."""
+    return getattr(ReceivedEvent._meta.get_field(column), "max_length", None)
+
+
+def _clip(column: str, value: str) -> str:
+    """Shortened to the column (informational columns only; the event is whole)."""
+    limit = max_length(column)
+    return value[:limit] if limit is not None else value
+
+
+def _event_values(connection: BaseDatabaseWrapper, event: CloudEvent) -> list[Any]:
+    return [
+        event.get_source(),
+        event.get_id(),
+        _clip("type", event.get_type()),
+        _clip("subject", event.get_subject() or ""),
+        events.to_json(event).decode(),
+        connection.ops.adapt_datetimefield_value(timezone.now()),
+    ]
+
+
+class ReceivedEventQuerySet(models.QuerySet["ReceivedEvent"]):
+    def record(self, event: CloudEvent, target_names: Sequence[str]) -> int:
+        """The stored event's id (stored on first delivery), with a run per target.
+
+        One transaction, so one durable commit for both (a commit is the costly
+        part of the receiver's path on PostgreSQL).
+        """
+        connection = connections[self.db]
+        with transaction.atomic():
+            stored = self._upsert(connection, event) if upserts(connection) else None
+            if stored is None:
+                stored = self._record_portably(event)
+            TargetRun.objects.bulk_create(
+                [TargetRun(event_id=stored, target=name) for name in target_names],
+                ignore_conflicts=True,
+            )
+        return stored
+
+    def record_first(
+        self, event: CloudEvent, target_names: Sequence[str]
+    ) -> int | None:
+        """Inside a transaction: store a new event, its first target's run as done.
+
+        Returns the stored event's id. The caller runs that first target in the
+        same transaction, so the event, its runs and the first target's work
+        commit together (one durable commit, the receiver's common case) or not
+        at all. Returns None, having written nothing, if the event was stored
+        before or the database has no one-statement upsert: the caller then takes
+        the general path (``record`` and a claim per target). A concurrent
+        delivery of the same event waits on the unique key until this
+        transaction ends.
+        """
+        connection = connections[self.db]
+        if not target_names or not upserts(connection):
+            return None
+        sql = statements(connection, len(target_names))
+        values = _event_values(connection, event)
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":  # one statement, one round trip
+                cursor.execute(sql.first, [*values, *target_names])
+                row = cursor.fetchone()
+            else:  # SQLite: statements are in-process calls, not round trips
+                cursor.execute(sql.insert, values)
+                row = cursor.fetchone()
+                if row is not None:
+                    done, pending = TargetRun.Status.DONE, TargetRun.Status.PENDING
+                    cursor.executemany(
+                        sql.first,
+                        [
+                            (
+                                row[0],
+                                name,
+                                pending if n else done,
+                                int(not n),
+                                values[5],
+                            )
+                            for n, name in enumerate(target_names)
+                        ],
+                    )
+        return None if row is None else row[0]
+
+    def _upsert(self, connection: BaseDatabaseWrapper, event: CloudEvent) -> int | None:
+        """Store the event, or count one more delivery of it: its id, in 1-2 statements.
+
+        The portable way (SELECT, then INSERT in a savepoint) takes four round
+        trips on every delivery.
+        """
+        sql = statements(connection, 0)
+        with connection.cursor() as cursor:
+            cursor.execute(sql.insert, _event_values(connection, event))
+            row = cursor.fetchone()
+            if row is None:  # delivered before: count this delivery too
+                cursor.execute(sql.again, [event.get_source(), event.get_id()])
+                row = cursor.fetchone()
+        return row[0] if row else None
+
+    def _record_portably(self, event: CloudEvent) -> int:
+        key = {"source": event.get_source(), "event_id": event.get_id()}
+        stored = self.filter(**key).values_list("pk", flat=True).first()
+        if stored is None:
+            try:
+                with transaction.atomic():
+                    return self.create(
+                        **key,
+                        type=_clip("type", event.get_type()),
+                        subject=_clip("subject", event.get_subject() or ""),
+                        event=events.to_json(event).decode(),
+                    ).pk
+            except IntegrityError:  # a concurrent delivery of the same event won
+                stored = self.values_list("pk", flat=True).get(**key)
+        self.filter(pk=stored).update(deliveries=F("deliveries") + 1)
+        return stored
+
+
+class TargetRunQuerySet(models.QuerySet["TargetRun"]):
+    def claim(self, stored: int, target: str) -> tuple[bool, str]:
+        """Inside a transaction: lock this target's run; (owes work?, stored reply).
+
+        The UPDATE takes the row lock (PostgreSQL) or the write lock (SQLite)
+        before the status is read, so a concurrent delivery of the same event
+        waits here and then sees "done". A done run comes with the reply it
+        returned, if any.
+        """
+        connection = connections[self.db]
+        now = timezone.now()
+        if upserts(connection):  # one statement: lock and read together
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    statements(connection, 0).claim,
+                    [connection.ops.adapt_datetimefield_value(now), stored, target],
+                )
+                row = cursor.fetchone()
+        else:
+            runs = self.filter(event_id=stored, target=target)
+            runs.update(updated_at=now)
+            row = runs.values_list("status", "reply").first()
+        if row is None:
+            return False, ""
+        status, reply = row
+        return status != TargetRun.Status.DONE, reply or ""
+
+    def done(self, stored: int, target: str, reply: str = "") -> None:
+        """Record a target's run as done, with the reply it returned (if kept)."""
+        self.filter(event_id=stored, target=target).update(
+            status=TargetRun.Status.DONE,
+            attempts=F("attempts") + 1,
+            error="",
+            reply=reply,
+            updated_at=timezone.now(),
+        )
+
+    def fail(self, stored: int, target: str, error: BaseException) -> None:
+        """Record a failed run, unless a concurrent delivery got it done meanwhile."""
+        runs = self.filter(event_id=stored, target=target)
+        runs.exclude(status=TargetRun.Status.DONE).update(
+            status=TargetRun.Status.FAILED,
+            attempts=F("attempts") + 1,
+            error=f"{type(error).__name__}: {error}"[:2000],
+            updated_at=timezone.now(),
+        )
+
+    def keep_reply(self, stored: int, target: str, reply: str) -> None:
+        """Store a done run's reply (the first target of a first delivery)."""
+        self.filter(event_id=stored, target=target).update(reply=reply)
+
+    def settle_replies(self, runs: Sequence[tuple[int, str]]) -> None:
+        """Forget the kept replies of these runs: they went out through the handler."""
+        if not runs:
+            return
+        which = Q()
+        for stored, target in runs:
+            which |= Q(event_id=stored, target=target)
+        self.filter(which).update(reply="")
 
 
 class ReceivedEvent(models.Model):
@@ -19,6 +211,8 @@ class ReceivedEvent(models.Model):
     deliveries = models.PositiveIntegerField(
         default=1, help_text="How many times it was delivered to us."
     )
+
+    objects = ReceivedEventQuerySet.as_manager()
 
     class Meta:
         verbose_name = "received event"
@@ -57,6 +251,8 @@ class TargetRun(models.Model):
     # which skips the done target, answers with it again instead of losing it.
     reply = models.TextField(blank=True)
     updated_at = models.DateTimeField(default=timezone.now)
+
+    objects = TargetRunQuerySet.as_manager()
 
     class Meta:
         verbose_name = "dispatch target run"

@@ -21,13 +21,12 @@ from time import monotonic
 from typing import Any
 from urllib.parse import urlsplit
 
-from django.core.exceptions import ImproperlyConfigured, PermissionDenied
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
-from django.urls import URLResolver, get_resolver
 from django.utils.crypto import constant_time_compare
 
 from .. import conf
-from ..exceptions import BridgeError, ImproperlyInstalled
+from ..exceptions import AuthUnavailable, ImproperlyInstalled, NotAuthenticated
 
 try:
     import jwt
@@ -48,25 +47,7 @@ INVALID = 'Bearer error="invalid_token"'
 # service-account token by default (any other issuer would be handed a credential).
 API_SERVER_HOSTS = ("kubernetes", "kubernetes.default")
 API_SERVER_SUFFIX = "kubernetes.default.svc"
-
-
-class NotAuthenticated(BridgeError, PermissionDenied):
-    """Missing or invalid credentials: 401 (403 where only PermissionDenied maps)."""
-
-    status = 401
-
-    def __init__(self, reason: str, *, challenge: str = "Bearer") -> None:
-        self.challenge = challenge  # the WWW-Authenticate header of the 401
-        super().__init__(reason)
-
-
 OPEN_CHECK = "cloudevents_bridge.W003"  # an open receiver
-
-
-class AuthUnavailable(BridgeError, OSError):
-    """The issuer's discovery document or keys could not be fetched: 503, retry."""
-
-    status = 503
 
 
 def authenticate(request: HttpRequest) -> None:
@@ -316,67 +297,3 @@ def api_server(url: str) -> bool:
         or host.startswith(API_SERVER_SUFFIX + ".")
         or host == os.environ.get("KUBERNETES_SERVICE_HOST")
     )
-
-
-def receiver_routed(patterns: Sequence[Any] | None = None) -> bool:
-    """True if the URLconf routes a CloudEvents receiver view."""
-    if patterns is None:
-        try:
-            patterns = get_resolver().url_patterns
-        except (AttributeError, ImportError, ImproperlyConfigured):
-            # No ROOT_URLCONF (a relay-only settings module), or one that does
-            # not import: Django's own URL checks report the latter.
-            return False
-    for pattern in patterns:
-        if isinstance(pattern, URLResolver):
-            if receiver_routed(pattern.url_patterns):
-                return True
-        else:
-            view_class = getattr(pattern.callback, "view_class", None)
-            if getattr(view_class, "cloudevents_receiver", False):
-                return True
-    return False
-
-
-def problems(options: dict[str, Any]) -> list[str]:
-    """What is wrong with the auth keys of ``CLOUDEVENTS_RECEIVER`` (for checks)."""
-    found = [
-        f"unknown key {key!r}"
-        for key in sorted(set(options) - set(conf.RECEIVER_DEFAULTS))
-    ]
-    secret = options["SECRET"]
-    if not (
-        secret is None
-        or (isinstance(secret, str) and secret)
-        or (
-            isinstance(secret, list | tuple)
-            and all(isinstance(item, str) and item for item in secret)
-        )
-    ):
-        found.append("SECRET must be a non-empty string or a list of them")
-    issuer = options["OIDC_ISSUER"]
-    if issuer is None:
-        found += [
-            f"{key} is set but OIDC_ISSUER is not"
-            for key in ("OIDC_AUDIENCE", "OIDC_SUBJECTS")
-            if options[key] is not None
-        ]
-        return found
-    if not (isinstance(issuer, str) and urlsplit(issuer).scheme in ("http", "https")):
-        found.append("OIDC_ISSUER must be an http(s) URL")
-    audience = options["OIDC_AUDIENCE"]
-    if not (isinstance(audience, str) and audience):
-        found.append("OIDC_AUDIENCE is required with OIDC_ISSUER")
-    subjects = options["OIDC_SUBJECTS"]
-    if subjects is not None and not (
-        isinstance(subjects, list | tuple)
-        and all(isinstance(item, str) for item in subjects)
-    ):
-        found.append("OIDC_SUBJECTS must be a list of strings (or None)")
-    for key in ("OIDC_CA_FILE", "OIDC_TOKEN_FILE"):
-        path = options[key]
-        if path and path != conf.RECEIVER_DEFAULTS[key] and not os.path.exists(path):
-            found.append(f"{key} {path!r} does not exist")
-    if jwt is None:  # pragma: no cover - the tests install the [oidc] extra
-        found.append("OIDC needs PyJWT: pip install 'django-cloudevents-bridge[oidc]'")
-    return found

@@ -6,7 +6,8 @@ concurrent deliveries of one event never run a target twice. A target runs in
 one transaction with its claim and its done-record (no savepoint); a failure
 rolls that transaction back and is recorded after. On an event's first delivery
 the first target's transaction also stores the event: on PostgreSQL that is
-BEGIN, one INSERT, the target's own work, COMMIT.
+BEGIN, one INSERT, the target's own work, COMMIT. The bookkeeping (record,
+claim, done, fail) is the inbox's QuerySet methods, in models/inbox.py.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from django.db import transaction
 
 from .. import events, signals
 from ..events import CloudEvent
-from ..models import ReceivedEvent
-from . import registry, store
+from ..models import ReceivedEvent, TargetRun
+from ..targets import Target, targets_for
 
 logger = logging.getLogger("django_cloudevents_bridge")
 
@@ -75,60 +76,66 @@ def deliver(event: CloudEvent, report: Report | None = None) -> Report:
     503 so the sender retries); a caller that passed ``report`` still sees what
     ran before (their replies must not be lost).
 
-    An event seen for the first time takes the short path: it is stored, and
-    its first target run, in one transaction (one commit). Every other target,
-    and every target of a redelivered event, runs in a transaction of its own
-    with its claim and its done-record.
+    Each target runs in a transaction of its own with its claim and its
+    done-record. An event seen for the first time takes a short path for its
+    first target: the event is stored, and that target run, in one transaction
+    (one commit).
     """
-    targets = registry.targets_for(event)
+    targets = targets_for(event)
     names = [target.name for target in targets]
     report = Report() if report is None else report
-    rest = targets
-    stored = None
-    reply = None
-    if targets:
+    stored = _first_delivery(event, targets, names, report)
+    if stored is not None:  # the first target ran (or failed) as the event was stored
+        targets = targets[1:]
+    else:  # delivered before, or no short path: every target claims its run
+        stored = ReceivedEvent.objects.record(event, names)
+    for target in targets:
         try:
             with transaction.atomic():
-                stored = store.record_first(event, names)
-                if stored is not None:
-                    reply, kept = _run(targets[0], event)
-                    if kept:
-                        store.keep_reply(stored, targets[0].name, kept)
-            if stored is not None:  # committed
-                _ran(report, targets[0], reply, stored)
-        except TargetFailed as failure:  # rolled back: nothing of it was stored
-            stored = store.record(event, names)
-            _failed(report, targets[0], event, stored, failure)
-        if stored is not None:
-            rest = targets[1:]
-    if stored is None:
-        stored = store.record(event, names)
-    _deliver_rest(event, stored, rest, report)
-    signals.event_received.send_robust(ReceivedEvent, event=event, report=report)
-    return report
-
-
-def _deliver_rest(
-    event: CloudEvent, stored: int, rest: list[registry.Target], report: Report
-) -> None:
-    """Claim and run each target in a transaction of its own."""
-    for target in rest:
-        try:
-            with transaction.atomic():
-                owed, kept = store.claim(stored, target.name)
-                if not owed:
+                owed, kept = TargetRun.objects.claim(stored, target.name)
+                if not owed:  # done on an earlier delivery
                     report.skipped.append(target.name)
                     _still_owed(report, target, stored, kept)
                     continue
                 reply, kept = _run(target, event)
-                store.done(stored, target.name, kept)
+                TargetRun.objects.done(stored, target.name, kept)
         except TargetFailed as failure:
             _failed(report, target, event, stored, failure)
             continue
         _ran(report, target, reply, stored)
+    signals.event_received.send_robust(ReceivedEvent, event=event, report=report)
+    return report
 
 
-def _run(target: registry.Target, event: CloudEvent) -> tuple[CloudEvent | None, str]:
+def _first_delivery(
+    event: CloudEvent, targets: list[Target], names: list[str], report: Report
+) -> int | None:
+    """Store a new event and run its first target in one transaction (one commit).
+
+    The stored event's id once that first target ran or failed; None, having
+    done nothing, if the event was stored before (or there is no target, or the
+    database has no one-statement upsert).
+    """
+    if not targets:
+        return None
+    first = targets[0]
+    try:
+        with transaction.atomic():
+            stored = ReceivedEvent.objects.record_first(event, names)
+            if stored is None:
+                return None
+            reply, kept = _run(first, event)
+            if kept:
+                TargetRun.objects.keep_reply(stored, first.name, kept)
+    except TargetFailed as failure:  # rolled back: nothing of it was stored
+        stored = ReceivedEvent.objects.record(event, names)
+        _failed(report, first, event, stored, failure)
+        return stored
+    _ran(report, first, reply, stored)  # committed
+    return stored
+
+
+def _run(target: Target, event: CloudEvent) -> tuple[CloudEvent | None, str]:
     """Inside the target's transaction: its reply, and the reply as stored.
 
     Raises TargetFailed if it failed (a reply that cannot be stored is a
@@ -146,18 +153,14 @@ def _run(target: registry.Target, event: CloudEvent) -> tuple[CloudEvent | None,
     return reply, kept
 
 
-def _ran(
-    report: Report, target: registry.Target, reply: CloudEvent | None, stored: int
-) -> None:
+def _ran(report: Report, target: Target, reply: CloudEvent | None, stored: int) -> None:
     report.ran.append(target.name)
     if reply is not None:
         report.replies.append(reply)
         report.owed.append(Owed(reply, stored, target.name))
 
 
-def _still_owed(
-    report: Report, target: registry.Target, stored: int, kept: str
-) -> None:
+def _still_owed(report: Report, target: Target, stored: int, kept: str) -> None:
     """A done target's kept reply: owed still, unless it went out already."""
     if not kept:
         return
@@ -171,7 +174,7 @@ def _still_owed(
 
 def _failed(
     report: Report,
-    target: registry.Target,
+    target: Target,
     event: CloudEvent,
     stored: int,
     failure: TargetFailed,
@@ -186,7 +189,7 @@ def _failed(
     )
     # In a transaction of its own: a redelivery that runs the target again
     # meanwhile is a retry, which is what we want.
-    store.fail(stored, target.name, failure.error)
+    TargetRun.objects.fail(stored, target.name, failure.error)
     report.failed.append(target.name)
     if isinstance(failure.error, DjangoValidationError):
         report.rejected[target.name] = "; ".join(failure.error.messages)

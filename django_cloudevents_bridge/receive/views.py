@@ -16,6 +16,8 @@ from django.views.decorators.csrf import csrf_exempt
 
 from .. import conf, emit, events
 from ..events import CloudEvent
+from ..exceptions import AuthUnavailable, NotAuthenticated
+from ..models import TargetRun
 from . import auth, dispatch, parse, store
 
 logger = logging.getLogger("django_cloudevents_bridge")
@@ -60,11 +62,11 @@ class ReceiverView(View):
                 store.check(event)
         except parse.BadEvent as err:
             return problem(err.status, str(err))
-        except auth.NotAuthenticated as err:
+        except NotAuthenticated as err:
             return problem(401, str(err), WWW_Authenticate=err.challenge)
         except PermissionDenied as err:
             return problem(403, str(err) or "forbidden")
-        except auth.AuthUnavailable:
+        except AuthUnavailable:
             return problem(503, "authentication unavailable", Retry_After="5")
         reports: list[dispatch.Report] = []
         try:
@@ -151,7 +153,9 @@ class ReceiverView(View):
             return
         with transaction.atomic():
             self.forward([reply.event for reply in owed])
-            store.settle_replies([(reply.stored, reply.target) for reply in owed])
+            TargetRun.objects.settle_replies(
+                [(reply.stored, reply.target) for reply in owed]
+            )
 
 
 def owed_replies(

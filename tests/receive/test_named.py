@@ -21,7 +21,7 @@ from django_cloudevents_bridge import (
 )
 from django_cloudevents_bridge import events as ce
 from django_cloudevents_bridge.models import TargetRun
-from django_cloudevents_bridge.receive import named
+from django_cloudevents_bridge.targets import named
 from tests.testapp import events as testapp_events
 from tests.testapp.events import GiftPurchase, Purchase, Signup
 

@@ -15,12 +15,16 @@ from django.test import Client
 from django_cloudevents_bridge import events
 from django_cloudevents_bridge.events import CloudEvent
 from django_cloudevents_bridge.models import ReceivedEvent, TargetRun
-from django_cloudevents_bridge.receive import dispatch, store
-from django_cloudevents_bridge.receive.registry import (
+from django_cloudevents_bridge.models.inbox import (
+    ReceivedEventQuerySet,
+    TargetRunQuerySet,
+)
+from django_cloudevents_bridge.receive import dispatch
+from django_cloudevents_bridge.receive.views import ReceiverView
+from django_cloudevents_bridge.targets.groups import (
     register_group_handler,
     unregister_group_handler,
 )
-from django_cloudevents_bridge.receive.views import ReceiverView
 from tests.testapp.models import Tag
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -241,8 +245,9 @@ def test_database_error_in_the_store_is_503_with_retry_after(
         raise OperationalError("database is locked")
 
     targets.add("audit")
-    monkeypatch.setattr(store, "record", unavailable)
-    monkeypatch.setattr(store, "record_first", unavailable)  # a first delivery's
+    monkeypatch.setattr(ReceivedEventQuerySet, "record", unavailable)
+    # a first delivery stores the event through record_first
+    monkeypatch.setattr(ReceivedEventQuerySet, "record_first", unavailable)
     response = deliver(client)
     assert response.status_code == 503
     assert int(response["Retry-After"]) >= 1
@@ -261,7 +266,7 @@ def test_database_error_while_claiming_is_503(client, targets, monkeypatch) -> N
 
     targets.add("audit")
     targets.add("billing")
-    monkeypatch.setattr(store, "claim", unavailable)
+    monkeypatch.setattr(TargetRunQuerySet, "claim", unavailable)
     # A first delivery stores the event and runs "audit" without a claim; the
     # claim for "billing" fails.
     response = deliver(client)
@@ -358,7 +363,7 @@ def test_reply_of_a_target_is_not_lost_when_the_database_fails_after_it(
 
     targets.add("billing", reply_to)  # the first target: no claim, it replies
     targets.add("audit")
-    monkeypatch.setattr(store, "claim", unavailable)  # audit's claim fails
+    monkeypatch.setattr(TargetRunQuerySet, "claim", unavailable)  # audit's claim fails
     assert deliver(client).status_code == 503
     assert [event.get_type() for event in sent_events] == [
         "com.example.invoice.requested"
@@ -708,10 +713,12 @@ def test_a_late_failure_record_does_not_undo_a_done_target(targets) -> None:
     # A delivery whose target failed records the failure after its rollback; a
     # concurrent delivery may have run the target to done meanwhile.
     event = events.new("com.example.order.created", source="/orders", data={})
-    stored = store.record(event, ["group:late"])
+    stored = ReceivedEvent.objects.record(event, ["group:late"])
     with transaction.atomic():
-        assert store.claim(stored, "group:late") == (True, "")
-        store.done(stored, "group:late")
-    store.fail(stored, "group:late", RuntimeError("the other delivery's error"))
+        assert TargetRun.objects.claim(stored, "group:late") == (True, "")
+        TargetRun.objects.done(stored, "group:late")
+    TargetRun.objects.fail(
+        stored, "group:late", RuntimeError("the other delivery's error")
+    )
     run = TargetRun.objects.get()
     assert (run.status, run.attempts, run.error) == ("done", 1, "")

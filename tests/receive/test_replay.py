@@ -12,7 +12,7 @@ from django.test import Client
 
 from django_cloudevents_bridge import events, register_group_handler
 from django_cloudevents_bridge.models import ReceivedEvent, TargetRun
-from django_cloudevents_bridge.receive.registry import unregister_group_handler
+from django_cloudevents_bridge.targets.groups import unregister_group_handler
 
 pytestmark = pytest.mark.django_db
 

@@ -15,8 +15,8 @@ from django.test import Client
 from django_cloudevents_bridge import events, register_group_handler
 from django_cloudevents_bridge import register_model_event_source as register
 from django_cloudevents_bridge.models import ReceivedEvent
-from django_cloudevents_bridge.receive import spark
-from django_cloudevents_bridge.receive.registry import unregister_group_handler
+from django_cloudevents_bridge.targets import groups
+from django_cloudevents_bridge.targets.groups import unregister_group_handler
 from tests.testapp.models import Question, Tag
 
 pytestmark = pytest.mark.django_db
@@ -45,12 +45,12 @@ def question_events(question: Question) -> Iterator[types.SimpleNamespace]:
 @pytest.fixture(autouse=True)
 def sources() -> Iterator[dict]:
     """Registrations made by a test are undone after it."""
-    before = {model: list(found) for model, found in spark.MODEL_SOURCES.items()}
-    yield spark.MODEL_SOURCES
-    for model in set(spark.MODEL_SOURCES) - set(before):
-        post_save.disconnect(sender=model, dispatch_uid=spark.DISPATCH_UID)
-    spark.MODEL_SOURCES.clear()
-    spark.MODEL_SOURCES.update(before)
+    before = {model: list(found) for model, found in groups.MODEL_SOURCES.items()}
+    yield groups.MODEL_SOURCES
+    for model in set(groups.MODEL_SOURCES) - set(before):
+        post_save.disconnect(sender=model, dispatch_uid=groups.DISPATCH_UID)
+    groups.MODEL_SOURCES.clear()
+    groups.MODEL_SOURCES.update(before)
 
 
 @pytest.fixture
@@ -79,7 +79,7 @@ def commit(django_capture_on_commit_callbacks):
 
 
 def spark_events(sent: list[events.CloudEvent]) -> list[events.CloudEvent]:
-    return [e for e in sent if e.get_extension(spark.KEY_EXTENSION) is not None]
+    return [e for e in sent if e.get_extension(groups.KEY_EXTENSION) is not None]
 
 
 def test_saving_emits_the_sources_events(emitted, commit):
@@ -90,7 +90,7 @@ def test_saving_emits_the_sources_events(emitted, commit):
 
     created, hot = spark_events(emitted)
     assert created.get_type() == "tag.created"
-    assert created.get_id() == spark.event_id("tag.created:hot-news")
+    assert created.get_id() == groups.event_id("tag.created:hot-news")
     assert created.get_source() == "/tests"
     assert created.get_subject() == "DCE:testapp.tag/hot-news"
     assert created.get_extension("sparkkey") == "tag.created:hot-news"
@@ -100,11 +100,11 @@ def test_saving_emits_the_sources_events(emitted, commit):
 
 
 def test_ids_are_derived_from_the_key_alone():
-    assert spark.event_id("k") == spark.event_id("k")
-    assert spark.event_id("k") != spark.event_id("k2")
-    assert spark.event_id(5) == spark.event_id("5")
+    assert groups.event_id("k") == groups.event_id("k")
+    assert groups.event_id("k") != groups.event_id("k2")
+    assert groups.event_id(5) == groups.event_id("5")
     # A fixed namespace: stored ids stay valid across releases.
-    assert spark.event_id("k") == "349c1c49-7f3c-5043-8b9b-c04abcb0108c"
+    assert groups.event_id("k") == "349c1c49-7f3c-5043-8b9b-c04abcb0108c"
 
 
 def test_every_save_emits_the_same_ids(emitted, commit):
@@ -184,8 +184,8 @@ def test_emitted_events_received_twice_run_the_handler_once(emitted, commit, han
 
 
 def test_process_events_runs_a_key_once(handled):
-    first = spark.process_events([{"group": "tag.x", "key": "k1", "context": 1}])
-    again = spark.process_events(
+    first = groups.process_events([{"group": "tag.x", "key": "k1", "context": 1}])
+    again = groups.process_events(
         [
             {"group": "tag.x", "key": "k1", "context": 2},
             {"group": "tag.other", "key": "k1"},  # keys are global, as in spark
@@ -198,7 +198,7 @@ def test_process_events_runs_a_key_once(handled):
 
 
 def test_process_events_takes_cloudevents_and_spark_objects(handled):
-    spark.process_events(
+    groups.process_events(
         [
             events.new("tag.cloud", source="/elsewhere", id="c-1"),
             types.SimpleNamespace(group="tag.ns", key="n-1", size=3, tags=("a", 1)),
@@ -208,14 +208,14 @@ def test_process_events_takes_cloudevents_and_spark_objects(handled):
     cloud, namespace = handled
     assert (cloud.get_source(), cloud.get_id()) == ("/elsewhere", "c-1")
     assert namespace.get_data() == {"size": 3, "tags": ["a", 1]}
-    assert namespace.get_id() == spark.event_id("n-1")
+    assert namespace.get_id() == groups.event_id("n-1")
 
 
 def test_only_new_events_filters_keys_already_processed(handled):
-    spark.process_events([{"group": "tag.x", "key": "old"}])
+    groups.process_events([{"group": "tag.x", "key": "old"}])
 
     new = list(
-        spark.only_new_events(
+        groups.only_new_events(
             [{"group": "tag.x", "key": "old"}, {"group": "tag.x", "key": "new"}]
         )
     )
@@ -233,11 +233,11 @@ def test_only_new_events_keeps_what_still_owes_work(handled):
 
     register_group_handler(flaky, group=r"^tag\.")
     try:
-        [report] = spark.process_events([{"group": "tag.x", "key": "k"}])
+        [report] = groups.process_events([{"group": "tag.x", "key": "k"}])
         assert report.failed
-        owed = list(spark.only_new_events([{"group": "tag.x", "key": "k"}]))
-        spark.process_events(owed)
-        done = list(spark.only_new_events([{"group": "tag.x", "key": "k"}]))
+        owed = list(groups.only_new_events([{"group": "tag.x", "key": "k"}]))
+        groups.process_events(owed)
+        done = list(groups.only_new_events([{"group": "tag.x", "key": "k"}]))
     finally:
         unregister_group_handler(flaky)
 
@@ -247,14 +247,14 @@ def test_only_new_events_keeps_what_still_owes_work(handled):
 
 
 def test_only_new_events_counts_a_newly_registered_handler(handled):
-    spark.process_events([{"group": "tag.x", "key": "k"}])
+    groups.process_events([{"group": "tag.x", "key": "k"}])
 
     def late(event: events.CloudEvent) -> None:
         pass
 
     register_group_handler(late, group=r"^tag\.x$")
     try:
-        owed = list(spark.only_new_events([{"group": "tag.x", "key": "k"}]))
+        owed = list(groups.only_new_events([{"group": "tag.x", "key": "k"}]))
     finally:
         unregister_group_handler(late)
 
@@ -272,7 +272,7 @@ def test_only_new_events_counts_a_newly_registered_handler(handled):
 )
 def test_a_spark_event_needs_group_and_key(item):
     with pytest.raises(ValueError, match="needs a group and a key"):
-        spark.to_event(item)
+        groups.to_event(item)
 
 
 # manage.py cloudevents_process_sources

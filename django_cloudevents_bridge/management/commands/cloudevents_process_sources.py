@@ -15,7 +15,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS, models, transaction
 
 from ...emit import emit
-from ...receive import spark
+from ...targets import groups
 
 
 class Command(BaseCommand):
@@ -53,11 +53,13 @@ class Command(BaseCommand):
         instances = sent = 0
         for model in selected:
             for batch in batches(model, size, using):
-                found = [e for instance in batch for e in spark.from_instance(instance)]
+                found = [
+                    e for instance in batch for e in groups.from_instance(instance)
+                ]
                 instances += len(batch)
                 if options["process"]:
-                    new = list(spark.only_new_events(found))
-                    spark.process_events(new)
+                    new = list(groups.only_new_events(found))
+                    groups.process_events(new)
                     sent += len(new)
                 elif found:
                     with transaction.atomic(using=using):
@@ -69,7 +71,7 @@ class Command(BaseCommand):
         )
 
     def models(self, labels: list[str] | None) -> list[type[models.Model]]:
-        registered = list(spark.MODEL_SOURCES)
+        registered = list(groups.MODEL_SOURCES)
         if not labels:
             return registered
         chosen = []

@@ -18,7 +18,8 @@ from django.utils.dateparse import parse_datetime
 
 from ... import events
 from ...models import ReceivedEvent, TargetRun
-from ...receive import dispatch, registry
+from ...receive import dispatch
+from ...targets import targets_for
 
 NOT_DONE = (TargetRun.Status.FAILED, TargetRun.Status.PENDING)
 
@@ -86,7 +87,7 @@ class Command(BaseCommand):
                 continue
             event = events.from_json(stored.event)
             if options["all_targets"]:
-                names = [target.name for target in registry.targets_for(event)]
+                names = [target.name for target in targets_for(event)]
                 stored.targets.filter(target__in=names).update(
                     status=TargetRun.Status.PENDING, updated_at=timezone.now()
                 )

@@ -1,0 +1,200 @@
+"""Group handlers and model event sources (django-spark's API on CloudEvents).
+
+A *group handler* runs for received events whose ``type`` matches its group, a
+regular expression (django-spark's semantics); its target name is
+``group:<module>.<qualname>``.
+
+A *source* is a function of a model instance that yields spark events: dicts
+``{"group": ..., "key": ..., "context": ...}`` (or django-spark's ``Event``
+objects). Each becomes a CloudEvent whose ``type`` is the group, whose ``id`` is
+derived from the key alone and whose ``data`` is the context. Keys are globally
+unique, as in django-spark: the receiver's (``source``, ``id``) dedupe runs a
+key's group handlers once, however often the instance is saved.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, overload
+
+from django.db import models
+from django.db.models.signals import post_save
+
+from .. import conf, events
+from ..emit import emit, transaction_aborted
+from ..emit.serialize import to_json_safe
+from ..events import CloudEvent
+from ..models import ReceivedEvent, TargetRun
+from ..receive import dispatch  # a module: dispatch imports this one
+from . import Handler, Target, check_name, name_of, register_provider, targets_for
+
+logger = logging.getLogger("django_cloudevents_bridge")
+
+_groups: list[tuple[re.Pattern[str], Handler]] = []
+
+
+@overload
+def register_group_handler(handler: Handler, group: str) -> Handler: ...
+@overload
+def register_group_handler(
+    handler: None = None, *, group: str
+) -> Callable[[Handler], Handler]: ...
+def register_group_handler(
+    handler: Handler | None = None, group: str = ""
+) -> Handler | Callable[[Handler], Handler]:
+    """Run ``handler(event)`` for received events whose ``type`` matches ``group``.
+
+    ``group`` is a regular expression searched in the type (django-spark's
+    semantics): ``r"^django\\.orm\\."`` takes every model event. Works as a plain
+    call or, without ``handler``, as a decorator. Registering the same handler for
+    the same group twice is a no-op.
+    """
+    if not group:
+        raise ValueError("register_group_handler needs a group pattern")
+    pattern = re.compile(group)
+
+    def register(function: Handler) -> Handler:
+        check_name(function, [h for _, h in _groups])
+        if not any(p.pattern == group and h is function for p, h in _groups):
+            _groups.append((pattern, function))
+        return function
+
+    return register(handler) if handler is not None else register
+
+
+def unregister_group_handler(handler: Handler, group: str | None = None) -> None:
+    """Remove a handler (from one group, or from all); mostly for tests."""
+    _groups[:] = [
+        (p, h)
+        for p, h in _groups
+        if not (h is handler and (group is None or p.pattern == group))
+    ]
+
+
+@register_provider
+def group_targets(event: CloudEvent) -> Iterable[Target]:
+    """The group handlers whose pattern is found in the event's type."""
+    event_type = event.get_type()
+    for pattern, function in list(_groups):
+        if pattern.search(event_type):
+            yield Target(f"group:{name_of(function)}", function)
+
+
+# Model event sources
+
+Source = Callable[[Any], Iterable[Any]]
+
+# Fixed for ever: changing it would make every key "new" again.
+KEY_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:django-cloudevents-bridge:spark")
+KEY_EXTENSION = "sparkkey"  # the key itself, for handlers and the admin
+
+DISPATCH_UID = "django_cloudevents_bridge.spark"
+
+MODEL_SOURCES: dict[type[models.Model], list[Source]] = {}
+
+
+def register_model_event_source(*, sender: type[models.Model], source: Source) -> None:
+    """On every save of ``sender``, emit the events ``source(instance)`` yields.
+
+    Registering the same source for the same model twice is a no-op.
+    """
+    sources = MODEL_SOURCES.setdefault(sender, [])
+    if source not in sources:
+        sources.append(source)
+    # One module-level receiver: Django ignores a second connect for the same
+    # receiver and sender, so a model never emits its events twice per save.
+    post_save.connect(on_save, sender=sender, dispatch_uid=DISPATCH_UID)
+
+
+def on_save(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
+    """post_save receiver: emit the instance's events.
+
+    Never raises into save(), unless a failed write aborted its transaction.
+    """
+    try:
+        emit(from_instance(instance), using=kwargs.get("using"))
+    except Exception:
+        if transaction_aborted(kwargs.get("using")):
+            raise  # the caller's transaction cannot commit: hiding it loses rows
+        logger.exception("Could not emit the spark events of %r", instance)
+
+
+def from_instance(instance: models.Model) -> list[CloudEvent]:
+    """The events every source registered for the instance's model yields now."""
+    subject = f"DCE:{instance._meta.label_lower}/{instance.pk}"
+    return [
+        to_event(item, subject=subject)
+        for source in MODEL_SOURCES.get(type(instance), ())
+        for item in source(instance)
+    ]
+
+
+def event_id(key: Any) -> str:
+    """The CloudEvent ``id`` of a spark key: the same key always gives the same id."""
+    return str(uuid.uuid5(KEY_NAMESPACE, str(key)))
+
+
+def to_event(item: Any, *, subject: str | None = None) -> CloudEvent:
+    """A spark event (dict or ``Event`` object) as a CloudEvent; others unchanged."""
+    if isinstance(item, CloudEvent):
+        return item
+    fields = dict(item) if isinstance(item, Mapping) else dict(vars(item))
+    group, key = fields.pop("group", None), fields.pop("key", None)
+    if not group or not isinstance(group, str) or key in (None, ""):
+        raise ValueError(f"a spark event needs a group and a key, got {item!r}")
+    # django-spark's Event carries its context as extra attributes.
+    context = fields.pop("context") if "context" in fields else fields or None
+    return events.new(
+        group,
+        id=event_id(key),
+        source=conf.source(),
+        subject=subject,
+        extensions={KEY_EXTENSION: str(key)},
+        data=_json_safe(context),
+    )
+
+
+def _json_safe(value: Any) -> Any:
+    """JSON-safe data; a model instance is sent as its primary key."""
+    if isinstance(value, models.Model):
+        return to_json_safe(value.pk)
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_json_safe(v) for v in value]
+    return to_json_safe(value)
+
+
+def process_events(items: Iterable[Any]) -> list[dispatch.Report]:
+    """Dispatch events in this process, with the receiver's exactly-once store.
+
+    Takes CloudEvents or spark events; returns one report per event. A key
+    already processed runs no handler again.
+    """
+    return [dispatch.deliver(to_event(item)) for item in items]
+
+
+def only_new_events(items: Iterable[Any]) -> Iterator[CloudEvent]:
+    """The events that still owe work: never received, or a target not done yet."""
+    batch = [to_event(item) for item in items]
+    recorded: set[tuple[str, str]] = set()
+    done: dict[tuple[str, str], set[str]] = {}
+    for source in {event.get_source() for event in batch}:
+        ids = [event.get_id() for event in batch if event.get_source() == source]
+        stored = ReceivedEvent.objects.filter(source=source, event_id__in=ids)
+        recorded.update(
+            (source, id_) for id_ in stored.values_list("event_id", flat=True)
+        )
+        runs = TargetRun.objects.filter(
+            event__in=stored, status=TargetRun.Status.DONE
+        ).values_list("event__event_id", "target")
+        for id_, target in runs:
+            done.setdefault((source, id_), set()).add(target)
+    for event in batch:
+        key = (event.get_source(), event.get_id())
+        wanted = {target.name for target in targets_for(event)}
+        if key not in recorded or wanted - done.get(key, set()):
+            yield event
