@@ -10,13 +10,6 @@ from django_cloudevents_bridge import events
 from django_cloudevents_bridge.bindings import http, jsonformat, pubsub
 
 
-@pytest.fixture(autouse=True)
-def _no_overrides(monkeypatch):
-    monkeypatch.delenv("K_CE_OVERRIDES", raising=False)
-    monkeypatch.delenv("K_SOURCE", raising=False)
-    events.parse_overrides.cache_clear()
-
-
 @pytest.mark.parametrize("content_type", ["application/json", "text/vnd.a+JSON"])
 def test_text_under_a_json_type_is_a_json_string_in_binary_mode(content_type):
     event = events.new("t", data="hello € world", datacontenttype=content_type)

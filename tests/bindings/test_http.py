@@ -4,17 +4,8 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from django_cloudevents_bridge import events
 from django_cloudevents_bridge.bindings import http
-
-
-@pytest.fixture(autouse=True)
-def _no_overrides(monkeypatch):
-    monkeypatch.delenv("K_CE_OVERRIDES", raising=False)
-    monkeypatch.delenv("K_SOURCE", raising=False)
-    events.parse_overrides.cache_clear()
 
 
 def test_binary_http_headers():

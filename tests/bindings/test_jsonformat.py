@@ -10,13 +10,6 @@ from django_cloudevents_bridge import events
 from django_cloudevents_bridge.bindings import jsonformat
 
 
-@pytest.fixture(autouse=True)
-def _no_overrides(monkeypatch):
-    monkeypatch.delenv("K_CE_OVERRIDES", raising=False)
-    monkeypatch.delenv("K_SOURCE", raising=False)
-    events.parse_overrides.cache_clear()
-
-
 def test_json_round_trip_keeps_id_time_and_data():
     event = events.new(
         "t", data={"k": [1, 2]}, subject="s", extensions={"djangoapp": "a"}
