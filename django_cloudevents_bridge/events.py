@@ -1,6 +1,7 @@
-"""Build, encode and decode CloudEvents: the only module that imports the SDK.
+"""Build CloudEvents: the only module that imports the SDK.
 
-If the SDK's API changes again, only this module changes.
+If the SDK's API changes again, only this module changes. The wire formats
+(``to_http``, ``to_json``, ...) are in :mod:`django_cloudevents_bridge.bindings`.
 """
 
 from __future__ import annotations
@@ -8,31 +9,30 @@ from __future__ import annotations
 import base64
 import calendar
 import functools
+import importlib
 import json
 import logging
 import os
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
-from urllib.parse import quote
+from typing import TYPE_CHECKING, Any
 
 from cloudevents.core.v1.event import CloudEvent
 
 from . import conf
 
-__all__ = ["CloudEvent", "new", "to_http", "to_pubsub", "to_json", "from_json"]
+if TYPE_CHECKING:
+    from .bindings.http import to_http, to_http_batch
+    from .bindings.jsonformat import from_json, to_json
+
+__all__ = ["CloudEvent", "new", "to_http", "to_http_batch", "to_json", "from_json"]
 
 logger = logging.getLogger("django_cloudevents_bridge")
 
 SPECVERSION = "1.0"
 JSON = "application/json"
-# Lower-case charset: equal by the spec, and the JavaScript SDK matches the
-# Content-Type as a whole string (it refuses "charset=UTF-8").
-STRUCTURED_JSON = "application/cloudevents+json; charset=utf-8"
-BATCH_JSON = "application/cloudevents-batch+json; charset=utf-8"
-JSON_MEDIA = re.compile(r"^[a-z0-9.+-]+/([a-z0-9.+-]+\+)?json\Z")
 # The spec's context attributes, in the order event-display prints them.
 DISPLAY_ORDER = ("specversion", "type", "source", "subject", "id", "time") + (
     "datacontenttype",
@@ -48,14 +48,6 @@ NOT_IN_STRING = re.compile(
     + "".join(f"\\U{plane:04x}fffe\\U{plane:04x}ffff" for plane in range(17))
     + "]"
 )
-
-# HTTP binding 3.1.3.2: printable ASCII stays as it is, except space, '"' and '%'.
-_HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in ' "%')
-
-# Pub/Sub limits: beyond them binary mode cannot carry the attributes.
-PUBSUB_MAX_ATTRIBUTES = 100
-PUBSUB_MAX_VALUE_BYTES = 1024
-PUBSUB_MAX_KEY_BYTES = 256
 
 
 def new(
@@ -160,136 +152,6 @@ def canonical(value: Any) -> str:
     return str(value)
 
 
-def data_bytes(event: CloudEvent) -> bytes:
-    """The event's data as the bytes a binary-mode message carries.
-
-    Bytes go as they are, and text as UTF-8 under a non-JSON datacontenttype;
-    any other value (a dict, but also a list, number or boolean, which the SDK
-    would write as its Python repr, or text under a JSON type or none) is
-    written as JSON.
-    """
-    data = event.get_data()
-    if data is None:
-        return b""
-    if isinstance(data, bytes | bytearray):
-        return bytes(data)
-    media = event.get_datacontenttype()
-    if isinstance(data, str) and media and not is_json(media):
-        return data.encode("utf-8")
-    # A str under a JSON media type is a JSON string: the body is "...", as the
-    # JSON event format's "data" member holds it (which, with no datacontenttype,
-    # a reader takes for JSON too). Send bytes for JSON already encoded.
-    return json.dumps(data).encode("ascii")
-
-
-def is_json(media_type: str | None) -> bool:
-    """True for ``*/json`` and ``*/*+json`` (parameters and case ignored)."""
-    media = (media_type or "").split(";")[0].strip().lower()
-    return bool(JSON_MEDIA.match(media))
-
-
-def to_http(
-    event: CloudEvent, *, structured: bool = False
-) -> tuple[dict[str, str], bytes]:
-    """Headers and body of an HTTP request, binary mode unless ``structured``."""
-    if structured:
-        return {"Content-Type": STRUCTURED_JSON}, to_json(event)
-    # Our own header encoding, not the SDK's: it writes booleans as "True".
-    headers = {}
-    for name, value in event.get_attributes().items():
-        if value is None:
-            continue
-        if name == "datacontenttype":  # binding 3.1.1: no ce-datacontenttype header
-            headers["Content-Type"] = str(value)
-        else:
-            headers[f"ce-{name}"] = quote(canonical(value), safe=_HEADER_SAFE)
-    if "Content-Type" not in headers and _written_as_json(event):
-        headers["Content-Type"] = JSON
-    return headers, data_bytes(event)
-
-
-def _written_as_json(event: CloudEvent) -> bool:
-    """True when data_bytes() writes JSON for an event that names no media type.
-
-    The JSON format takes data without a datacontenttype for JSON; a binary-mode
-    message must then say so itself, or a receiver keeps the body as bytes.
-    """
-    data = event.get_data()
-    return data is not None and not isinstance(data, bytes | bytearray)
-
-
-def to_http_batch(batch: Sequence[CloudEvent]) -> tuple[dict[str, str], bytes]:
-    """Headers and body of one batched-mode request (JSON batch format)."""
-    body = b"[" + b",".join(to_json(event) for event in batch) + b"]"
-    return {"Content-Type": BATCH_JSON}, body
-
-
-def to_pubsub(
-    event: CloudEvent, *, structured: bool = False
-) -> tuple[bytes, dict[str, str]]:
-    """Message data and attributes per the CloudEvents Pub/Sub binding.
-
-    Binary mode maps every attribute to ``ce-<name>`` (no percent-encoding) and
-    ``datacontenttype`` to ``content-type``. It falls back to structured mode when
-    the attributes would not fit Pub/Sub's limits.
-    """
-    if not structured:
-        attributes = {}
-        for name, value in event.get_attributes().items():
-            if value is None:
-                continue
-            key = "content-type" if name == "datacontenttype" else f"ce-{name}"
-            attributes[key] = canonical(value)
-        if "content-type" not in attributes and _written_as_json(event):
-            attributes["content-type"] = JSON
-        if _fits_pubsub(attributes):
-            return data_bytes(event), attributes
-    return to_json(event), {"content-type": STRUCTURED_JSON}
-
-
-def _fits_pubsub(attributes: dict[str, str]) -> bool:
-    return len(attributes) <= PUBSUB_MAX_ATTRIBUTES and all(
-        len(key.encode()) <= PUBSUB_MAX_KEY_BYTES
-        and len(value.encode()) <= PUBSUB_MAX_VALUE_BYTES
-        for key, value in attributes.items()
-    )
-
-
-def to_json(event: CloudEvent) -> bytes:
-    """The event in the JSON event format (structured mode).
-
-    Written here rather than by the SDK, whose writer recognises JSON content
-    types case-sensitively and writes other non-text data as its Python repr:
-    bytes become ``data_base64``; any other value is stored as the JSON value it
-    is (json-format.md 3.1.1).
-    """
-    document: dict[str, Any] = {}
-    for name, value in event.get_attributes().items():
-        if value is not None:
-            document[name] = canonical(value) if isinstance(value, datetime) else value
-    data = event.get_data()
-    if isinstance(data, bytes | bytearray):
-        document["data_base64"] = base64.b64encode(data).decode("ascii")
-    elif data is not None:
-        document["data"] = data
-    return json.dumps(document).encode("ascii")  # \u escapes: lone surrogates too
-
-
-def from_json(body: bytes | str) -> CloudEvent:
-    """Read an event written by :func:`to_json`, inventing nothing.
-
-    (The SDK's reader would give a stored event that had no ``time`` a new one.)
-    """
-    document = json.loads(body)
-    data = document.pop("data", None)
-    encoded = document.pop("data_base64", None)
-    if encoded is not None:
-        data = base64.b64decode(encoded)
-    if "time" in document:
-        document["time"] = parse_time(document["time"])
-    return from_attributes(document, data)
-
-
 _RFC3339 = re.compile(
     r"^(\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:)(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})\Z"
 )
@@ -336,3 +198,22 @@ def from_attributes(attributes: dict[str, Any], data: Any = None) -> CloudEvent:
     if not had_time:
         event.get_attributes().pop("time", None)
     return event
+
+
+# Moved to bindings/ (issue 11). Imported on first use: the bindings import
+# this module.
+_MOVED = {
+    "to_http": "http",
+    "to_http_batch": "http",
+    "to_json": "jsonformat",
+    "from_json": "jsonformat",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MOVED.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".bindings.{module}", __package__), name)
+    globals()[name] = value  # found directly from now on: no cost per call
+    return value

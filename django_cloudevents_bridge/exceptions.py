@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from django.core.exceptions import ImproperlyConfigured, PermissionDenied
+from django.core.exceptions import (
+    ImproperlyConfigured,
+    PermissionDenied,
+    SuspiciousOperation,
+)
 from django.core.exceptions import ValidationError as DjangoValidationError
 
 
@@ -43,6 +47,29 @@ class DeliveryError(BridgeError, OSError):
         # (a batch handler's whole call failed).
         self.attempted = attempted
         super().__init__(reason if event_id is None else f"{event_id}: {reason}")
+
+
+# Malformed input (the receiver's parsing, the bindings' from_* functions).
+
+
+class BadEvent(BridgeError, SuspiciousOperation):
+    """The request is not a valid CloudEvent: 400, a retry will not fix it."""
+
+    status = 400
+
+
+class UnsupportedFormat(BadEvent):
+    """An event format this receiver does not read (e.g. cloudevents+avro)."""
+
+    status = 415
+
+
+class TooLarge(BadEvent):
+    status = 413
+
+
+class LengthRequired(BadEvent):
+    status = 411
 
 
 # Receiving: authentication (receive/auth.py) and named events (targets/named.py)

@@ -1,9 +1,8 @@
-"""Building and encoding events: attributes, overrides, canonical strings, JSON."""
+"""Building events: attributes, overrides, canonical strings, times."""
 
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 
 import pytest
@@ -126,71 +125,6 @@ def test_canonical_strings(value, text):
     assert events.canonical(value) == text
 
 
-def test_binary_http_headers():
-    event = events.new(
-        "t", data={"k": "v"}, subject="s p", extensions={"flag": True, "count": 5}
-    )
-    headers, body = events.to_http(event)
-    assert headers["Content-Type"] == "application/json"
-    assert "ce-datacontenttype" not in headers
-    assert headers["ce-subject"] == "s%20p"
-    assert headers["ce-flag"] == "true"
-    assert headers["ce-count"] == "5"
-    assert json.loads(body) == {"k": "v"}
-
-
-@pytest.mark.parametrize("content_type", ["application/json", "text/vnd.a+JSON"])
-def test_text_under_a_json_type_is_a_json_string_in_binary_mode(content_type):
-    event = events.new("t", data="hello € world", datacontenttype=content_type)
-    _headers, body = events.to_http(event)
-    assert json.loads(body) == "hello € world"
-    data, _attributes = events.to_pubsub(event)
-    assert json.loads(data) == "hello € world"
-
-
-@pytest.mark.parametrize("data", [{"pong": True}, [1, 2], 5, False, "text", ""])
-def test_data_without_a_datacontenttype_is_sent_as_json_and_says_so(data):
-    # A target's reply built as CloudEvent(attributes, {"pong": True}); the JSON
-    # event format reads data without a datacontenttype as JSON, so text too.
-    event = events.from_attributes(
-        {"specversion": "1.0", "id": "1", "source": "/s", "type": "t"}, data
-    )
-    headers, body = events.to_http(event)
-    assert (headers["Content-Type"], json.loads(body)) == ("application/json", data)
-    message, attributes = events.to_pubsub(event)
-    assert (attributes["content-type"], json.loads(message)) == (
-        "application/json",
-        data,
-    )
-    assert json.loads(events.to_json(event))["data"] == data  # as structured mode
-
-
-@pytest.mark.parametrize("data", [b"\x00", None])
-def test_bytes_or_no_data_without_a_datacontenttype_name_no_type(data):
-    event = events.from_attributes(
-        {"specversion": "1.0", "id": "1", "source": "/s", "type": "t"}, data
-    )
-    assert "Content-Type" not in events.to_http(event)[0]
-    assert "content-type" not in events.to_pubsub(event)[1]
-
-
-def test_text_under_a_text_type_goes_as_it_is():
-    event = events.new("t", data="hello €", datacontenttype="text/plain")
-    assert events.to_http(event)[1] == "hello €".encode()
-    assert events.to_pubsub(event)[0] == "hello €".encode()
-
-
-def test_structured_content_types_use_a_lower_case_charset():
-    # Equal by the spec; the JavaScript SDK refuses "charset=UTF-8".
-    event = events.new("t", data={"k": 1})
-    assert events.to_http(event, structured=True)[0] == {
-        "Content-Type": "application/cloudevents+json; charset=utf-8"
-    }
-    assert events.to_http_batch([event])[0] == {
-        "Content-Type": "application/cloudevents-batch+json; charset=utf-8"
-    }
-
-
 LAST_MICROSECOND = datetime.datetime(2016, 12, 31, 23, 59, 59, 999999, datetime.UTC)
 
 
@@ -218,28 +152,6 @@ def test_times_that_are_not_rfc3339(text):
         events.parse_time(text)
 
 
-def test_json_round_trip_keeps_id_time_and_data():
-    event = events.new(
-        "t", data={"k": [1, 2]}, subject="s", extensions={"djangoapp": "a"}
-    )
-    again = events.from_json(events.to_json(event))
-    assert again.get_attributes() == event.get_attributes()
-    assert again.get_data() == event.get_data()
-
-
-def test_pubsub_binary_and_fallback_to_structured():
-    event = events.new("t", data={"k": "€"}, extensions={"note": "Euro € 😀"})
-    data, attributes = events.to_pubsub(event)
-    assert attributes["ce-note"] == "Euro € 😀"  # no percent-encoding in Pub/Sub
-    assert attributes["content-type"] == "application/json"
-    assert json.loads(data) == {"k": "€"}
-
-    big = events.new("t", data={"k": 1}, extensions={"note": "x" * 1025})
-    data, attributes = events.to_pubsub(big)
-    assert attributes == {"content-type": events.STRUCTURED_JSON}
-    assert json.loads(data)["note"] == "x" * 1025
-
-
 def test_long_override_names_are_kept_with_a_warning(monkeypatch, caplog):
     monkeypatch.setenv(
         "K_CE_OVERRIDES", '{"extensions": {"averyveryverylongname1": "x"}}'
@@ -252,30 +164,3 @@ def test_long_override_names_are_kept_with_a_warning(monkeypatch, caplog):
 def test_new_rejects_invalid_extension_names(name):
     with pytest.raises(ValueError, match="not a valid CloudEvents extension name"):
         events.new("t", extensions={name: "x"})
-
-
-@pytest.mark.parametrize(
-    "content_type, data",
-    [("Application/JSON", {"a": 1}), ("text/plain", [1, 2]), (None, "text")],
-)
-def test_json_format_keeps_data_as_its_json_value(content_type, data):
-    event = events.new("t", data=data, datacontenttype=content_type)
-    document = json.loads(events.to_json(event))
-    assert document["data"] == data
-    assert events.from_json(events.to_json(event)).get_data() == data
-
-
-def test_json_format_writes_bytes_as_base64():
-    event = events.new(
-        "t", data=b"\x00\xff", datacontenttype="application/octet-stream"
-    )
-    document = json.loads(events.to_json(event))
-    assert document["data_base64"] == "AP8="
-    assert "data" not in document
-
-
-def test_json_round_trip_invents_no_time():
-    event = events.from_attributes(
-        {"specversion": "1.0", "id": "1", "source": "/s", "type": "t"}
-    )
-    assert "time" not in events.from_json(events.to_json(event)).get_attributes()

@@ -24,6 +24,7 @@ from django.core.handlers.asgi import ASGIHandler
 from django.test import Client
 
 from django_cloudevents_bridge import events
+from django_cloudevents_bridge.bindings import http
 from django_cloudevents_bridge.events import CloudEvent
 from django_cloudevents_bridge.receive.registry import (
     register_group_handler,
@@ -429,7 +430,7 @@ def test_what_the_bridge_sends_its_receiver_reads_back(
     event = events.new(
         "com.example.sent", data=data, datacontenttype=content_type, subject="€ s"
     )
-    headers, body = events.to_http(event, structured=structured)
+    headers, body = http.to_http(event, structured=structured)
     response = post(client, body, headers.pop("Content-Type"), headers)
     assert response.status_code == 202, response.content
     assert received[0].get_data() == data

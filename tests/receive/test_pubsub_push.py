@@ -19,6 +19,7 @@ from django.test import Client
 from django.test.testcases import LiveServerThread, _StaticFilesHandler
 
 from django_cloudevents_bridge import events, register_group_handler
+from django_cloudevents_bridge.bindings import http, jsonformat, pubsub
 from django_cloudevents_bridge.models import ReceivedEvent, TargetRun
 from django_cloudevents_bridge.receive import auth, dispatch
 from django_cloudevents_bridge.receive.registry import unregister_group_handler
@@ -98,7 +99,7 @@ def assert_same(got: events.CloudEvent, sent: events.CloudEvent) -> None:
 @pytest.mark.parametrize("structured", [False, True], ids=["binary", "structured"])
 def test_message_from_to_pubsub_is_dispatched(received, structured):
     sent = question_event()
-    data, attributes = events.to_pubsub(sent, structured=structured)
+    data, attributes = pubsub.to_pubsub(sent, structured=structured)
 
     response = push(envelope(data, attributes))
 
@@ -110,7 +111,7 @@ def test_message_from_to_pubsub_is_dispatched(received, structured):
 
 
 def test_redelivery_runs_the_handler_once(received):
-    data, attributes = events.to_pubsub(question_event())
+    data, attributes = pubsub.to_pubsub(question_event())
     delivery = envelope(data, attributes)
 
     first, second = push(delivery), push(delivery)
@@ -124,7 +125,7 @@ def test_redelivery_runs_the_handler_once(received):
 def test_a_new_message_id_with_the_same_event_id_is_a_duplicate(received):
     # Pub/Sub may publish twice (a retried publish gets a new messageId); the
     # CloudEvent's (source, id) is what identifies it.
-    data, attributes = events.to_pubsub(question_event())
+    data, attributes = pubsub.to_pubsub(question_event())
 
     push(envelope(data, attributes, messageId="1"))
     push(envelope(data, attributes, messageId="2"))
@@ -136,7 +137,7 @@ def test_a_new_message_id_with_the_same_event_id_is_a_duplicate(received):
 def test_content_type_attribute_spellings(received, key):
     # The binding says content-type; sdk-go writes Content-Type; the binding's
     # own example shows ce-datacontenttype.
-    data, attributes = events.to_pubsub(question_event())
+    data, attributes = pubsub.to_pubsub(question_event())
     attributes[key] = attributes.pop("content-type")
 
     assert push(envelope(data, attributes)).status_code == 204
@@ -147,7 +148,7 @@ def test_content_type_attribute_spellings(received, key):
 
 def test_structured_mode_detected_from_content_type_case_insensitively(received):
     sent = question_event()
-    data, _ = events.to_pubsub(sent, structured=True)
+    data, _ = pubsub.to_pubsub(sent, structured=True)
 
     push(envelope(data, {"Content-Type": "Application/CloudEvents+JSON"}))
 
@@ -158,7 +159,7 @@ def test_binary_data_without_content_type_stays_bytes(received):
     sent = events.new(
         "raw.bytes", source="/raw", id="r-1", data=b"\x00\x01", datacontenttype=None
     )
-    data, attributes = events.to_pubsub(sent)
+    data, attributes = pubsub.to_pubsub(sent)
     assert "content-type" not in attributes
 
     push(envelope(data, attributes))
@@ -190,7 +191,7 @@ def test_message_with_attributes_only(received):
 
 
 def test_ordering_key_and_other_attributes_are_not_event_attributes(received):
-    data, attributes = events.to_pubsub(question_event())
+    data, attributes = pubsub.to_pubsub(question_event())
     attributes["origin"] = "batch-job"
 
     push(envelope(data, attributes, orderingKey="polls.question:1"))
@@ -199,7 +200,7 @@ def test_ordering_key_and_other_attributes_are_not_event_attributes(received):
 
 
 def test_no_trailing_slash_is_served_too(received):
-    data, attributes = events.to_pubsub(question_event())
+    data, attributes = pubsub.to_pubsub(question_event())
 
     response = push(envelope(data, attributes), url=URL.rstrip("/"))
 
@@ -216,7 +217,7 @@ def without(attributes: dict[str, str], name: str) -> dict[str, str]:
 
 
 def binary_attributes() -> dict[str, str]:
-    return events.to_pubsub(question_event())[1]
+    return pubsub.to_pubsub(question_event())[1]
 
 
 @pytest.mark.parametrize(
@@ -261,15 +262,15 @@ def binary_attributes() -> dict[str, str]:
         ),
         (envelope(b"{nope", binary_attributes()), "body is not valid JSON"),
         (
-            envelope(b"not json", {"content-type": events.STRUCTURED_JSON}),
+            envelope(b"not json", {"content-type": jsonformat.STRUCTURED_JSON}),
             "body is not valid JSON",
         ),
         (
-            envelope(b'{"id": "1"}', {"content-type": events.STRUCTURED_JSON}),
+            envelope(b'{"id": "1"}', {"content-type": jsonformat.STRUCTURED_JSON}),
             "unsupported specversion",
         ),
         (
-            envelope(b"[]", {"content-type": events.BATCH_JSON}),
+            envelope(b"[]", {"content-type": jsonformat.BATCH_JSON}),
             "no batched mode",
         ),
     ],
@@ -292,7 +293,7 @@ def test_unknown_event_format_is_415(received):
 
 def test_body_over_the_limit_is_413(received, settings):
     settings.CLOUDEVENTS_RECEIVER = {"MAX_BYTES": 100}
-    data, attributes = events.to_pubsub(question_event())
+    data, attributes = pubsub.to_pubsub(question_event())
 
     response = push(envelope(data, attributes))
 
@@ -320,7 +321,7 @@ def test_eventarc_example_at_the_receiver_is_a_message_published_event(received)
     # handlers get it with the push wrapper as data, unchanged.
     body = (EXAMPLES / "structured/pubsub/MessagePublishedData.json").read_bytes()
 
-    response = push(body, url=RECEIVER, content_type=events.STRUCTURED_JSON)
+    response = push(body, url=RECEIVER, content_type=jsonformat.STRUCTURED_JSON)
 
     assert response.status_code == 202
     [got] = received
@@ -333,7 +334,7 @@ def test_eventarc_example_at_the_receiver_is_a_message_published_event(received)
 def test_eventarc_example_at_the_push_view_has_no_inner_cloudevent(received):
     body = (EXAMPLES / "structured/pubsub/MessagePublishedData.json").read_bytes()
 
-    response = push(body, content_type=events.STRUCTURED_JSON)
+    response = push(body, content_type=jsonformat.STRUCTURED_JSON)
 
     assert response.status_code == 400
     assert "no ce-specversion attribute" in response.json()["error"]
@@ -345,11 +346,11 @@ def eventarc(wrapped: events.CloudEvent, *, structured: bool) -> events.CloudEve
     example = json.loads(
         (EXAMPLES / "structured/pubsub/MessagePublishedData.json").read_bytes()
     )
-    data, attributes = events.to_pubsub(wrapped, structured=structured)
+    data, attributes = pubsub.to_pubsub(wrapped, structured=structured)
     example["data"]["message"].update(
         data=base64.b64encode(data).decode(), attributes=attributes
     )
-    return events.from_json(json.dumps(example))
+    return jsonformat.from_json(json.dumps(example))
 
 
 @pytest.mark.parametrize(
@@ -361,7 +362,7 @@ def test_eventarc_event_is_unwrapped_at_the_push_view(
 ):
     sent = question_event()
     outer = eventarc(sent, structured=structured)
-    headers, body = events.to_http(outer, structured=http_structured)
+    headers, body = http.to_http(outer, structured=http_structured)
     content_type = headers.pop("Content-Type")
 
     response = push(body, content_type=content_type, **headers)
@@ -372,7 +373,7 @@ def test_eventarc_event_is_unwrapped_at_the_push_view(
 
 
 def test_other_cloudevents_are_not_push_deliveries(received):
-    headers, body = events.to_http(question_event())
+    headers, body = http.to_http(question_event())
     content_type = headers.pop("Content-Type")
 
     response = push(body, content_type=content_type, **headers)
@@ -399,7 +400,7 @@ def test_failing_target_is_500_and_the_redelivery_runs_only_it(received):
 
     register_group_handler(flaky, group=r"^polls\.")
     try:
-        delivery = envelope(*events.to_pubsub(question_event()))
+        delivery = envelope(*pubsub.to_pubsub(question_event()))
         first = push(delivery)
         broken["yes"] = False
         second = push(delivery)
@@ -421,7 +422,7 @@ def test_database_error_is_503(received, monkeypatch):
 
     monkeypatch.setattr(dispatch, "deliver", unavailable)
 
-    response = push(envelope(*events.to_pubsub(question_event())))
+    response = push(envelope(*pubsub.to_pubsub(question_event())))
 
     assert response.status_code == 503
     assert response["Retry-After"] == "1"
@@ -445,7 +446,7 @@ def test_authentication_outcomes(received, monkeypatch, error, status, headers):
 
     monkeypatch.setattr(auth, "authenticate", refuse)
 
-    response = push(envelope(*events.to_pubsub(question_event())))
+    response = push(envelope(*pubsub.to_pubsub(question_event())))
 
     assert response.status_code == status
     assert {name: response[name] for name in headers} == headers
@@ -454,7 +455,7 @@ def test_authentication_outcomes(received, monkeypatch, error, status, headers):
 
 def test_a_shared_secret_is_checked_like_at_the_receiver(received, settings):
     settings.CLOUDEVENTS_RECEIVER = {"SECRET": "s3cret"}
-    delivery = envelope(*events.to_pubsub(question_event()))
+    delivery = envelope(*pubsub.to_pubsub(question_event()))
 
     refused = push(delivery)
     accepted = push(delivery, Authorization="Bearer s3cret")
@@ -473,7 +474,7 @@ def test_reply_events_go_out_through_the_handler(
     register_group_handler(answer, group=r"^polls\.question\.published$")
     try:
         with django_capture_on_commit_callbacks(execute=True):
-            response = push(envelope(*events.to_pubsub(question_event())))
+            response = push(envelope(*pubsub.to_pubsub(question_event())))
     finally:
         unregister_group_handler(answer)
 
@@ -493,7 +494,7 @@ def test_replies_are_sent_even_when_another_target_fails(
     register_group_handler(answer, group=r"^polls\.question\.published$")
     register_group_handler(broken, group=r"^polls\.")
     try:
-        delivery = envelope(*events.to_pubsub(question_event()))
+        delivery = envelope(*pubsub.to_pubsub(question_event()))
         with django_capture_on_commit_callbacks(execute=True):
             first = push(delivery)
             second = push(delivery)  # "answer" is done: skipped, no second reply
@@ -511,7 +512,7 @@ def test_an_echoed_event_is_not_sent_again(received, sent_events):
 
     register_group_handler(echo, group=r"^polls\.")
     try:
-        response = push(envelope(*events.to_pubsub(question_event())))
+        response = push(envelope(*pubsub.to_pubsub(question_event())))
     finally:
         unregister_group_handler(echo)
 
@@ -578,7 +579,7 @@ def test_push_subscription_on_the_emulator(
         )
         binary, structured = question_event(id="e-1"), question_event(id="e-2")
         for event, mode in ((binary, False), (structured, True), (binary, False)):
-            data, attributes = events.to_pubsub(event, structured=mode)
+            data, attributes = pubsub.to_pubsub(event, structured=mode)
             helper.publisher.publish(helper.topic, data, **attributes).result(10)
 
         deadline = time.monotonic() + 30

@@ -17,7 +17,7 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
-from ... import events as ce
+from ...bindings.pubsub import to_pubsub
 from ...events import CloudEvent
 from ...exceptions import DeliveryError, ImproperlyInstalled
 from .base import BaseHandler
@@ -125,7 +125,7 @@ class Handler(BaseHandler):
             try:
                 if key:
                     self._resume(publisher, topic, key)
-                data, attributes = ce.to_pubsub(event, structured=self.structured)
+                data, attributes = to_pubsub(event, structured=self.structured)
                 # Raises at once for a message over 10 MB or a stopped client.
                 future = publisher.publish(topic, data, ordering_key=key, **attributes)
             except Exception as err:
