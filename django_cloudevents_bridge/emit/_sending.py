@@ -1,4 +1,5 @@
-"""Send one group of a claim's rows through the handler: in order, in chunks.
+"""How the relay's send threads put one group of a claim's rows through the
+handler: in order, in chunks, stopping at the first failure.
 
 No database work here: the relay records the ``Outcome``.
 """
@@ -6,7 +7,11 @@ No database work here: the relay records the ``Outcome``.
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.utils import timezone
 
@@ -80,3 +85,21 @@ def send_stored(handler: BaseHandler, documents: list[str]) -> int:
     return handler.send_events(
         [events.with_overrides(events.from_json(d)) for d in documents]
     )
+
+
+def in_daemon_thread(work: Callable[..., None], *args: Any) -> Future[None]:
+    """Run ``work`` in a new daemon thread: it does not hold up the interpreter's
+    exit, as an executor's threads would (they are joined before atexit runs)."""
+    future: Future[None] = Future()
+
+    def run() -> None:
+        if future.set_running_or_notify_cancel():
+            try:
+                work(*args)
+            except BaseException as err:
+                future.set_exception(err)
+            else:
+                future.set_result(None)
+
+    threading.Thread(target=run, name="dce-relay", daemon=True).start()
+    return future

@@ -33,7 +33,7 @@ from .. import conf, signals
 from ..exceptions import DeliveryError
 from ..models import OutboxEvent
 from ..models.outbox import OutboxEventQuerySet
-from ._sending import Outcome, send_group
+from ._sending import Outcome, in_daemon_thread, send_group
 from .handlers import BaseHandler
 
 logger = logging.getLogger("django_cloudevents_bridge")
@@ -267,28 +267,13 @@ class Relay:
 
     def _start(self, work: Callable[..., None], *args: Any) -> Future[None]:
         """Run ``work`` in a send thread: the executor's, or a daemon thread."""
-        if not self.daemon:
-            return self._executor().submit(work, *args)
-        future: Future[None] = Future()
-
-        def run() -> None:
-            if future.set_running_or_notify_cancel():
-                try:
-                    work(*args)
-                except BaseException as err:
-                    future.set_exception(err)
-                else:
-                    future.set_result(None)
-
-        threading.Thread(target=run, name="dce-relay", daemon=True).start()
-        return future
-
-    def _executor(self) -> ThreadPoolExecutor:
+        if self.daemon:
+            return in_daemon_thread(work, *args)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(
                 self.options["CONCURRENCY"], thread_name_prefix="dce-relay"
             )
-        return self._pool
+        return self._pool.submit(work, *args)
 
     def close(self) -> None:
         """Stop the relay's send threads (the handler is the caller's to close)."""

@@ -150,13 +150,9 @@ class OutboxEventQuerySet(models.QuerySet["OutboxEvent"]):
                 last_error="",
             )
         for row in rows:
-            row.status, row.delivered_at, row.last_error = (
-                Status.DELIVERED,
-                now,
-                "",
-            )
+            row.status, row.delivered_at = Status.DELIVERED, now
             row.attempts += 1
-            row.locked_until = None
+            row.locked_until, row.last_error = None, ""
         return updated
 
     def mark_failed(
