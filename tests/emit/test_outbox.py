@@ -424,6 +424,18 @@ def test_a_heartbeat_after_every_group_was_recorded_renews_nothing(
     assert OutboxEvent.objects.get().status == "delivered"
 
 
+def test_a_heartbeat_after_the_claim_lost_every_row_extends_nothing(relay_settings):
+    # Another relay took the rows over (their lease ran out): nothing of theirs
+    # is extended, and the senders see the lease lost.
+    ask()
+    rows = relay(relay_settings).claim()
+    OutboxEvent.objects.update(locked_by="other")
+    theirs = OutboxEvent.objects.get().locked_until
+    OutboxEvent.objects.renew(rows, lease=600.0)
+    assert [row.locked_until for row in rows] == [None]
+    assert OutboxEvent.objects.get().locked_until == theirs
+
+
 @pytest.mark.postgres
 def test_a_claim_in_a_session_not_in_utc_reads_what_the_orm_reads(relay_settings):
     # Django's loader labels the session's wall-clock time as UTC; psycopg's
