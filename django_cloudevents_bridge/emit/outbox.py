@@ -272,9 +272,7 @@ def _flush_at_exit() -> None:
         # relay sends it again, with the same id.
         using, token = holding
         with contextlib.suppress(Exception):
-            OutboxEvent.objects.using(using).filter(
-                locked_by=token, status=OutboxEvent.Status.PENDING
-            ).update(locked_until=None)
+            OutboxEvent.objects.using(using).held(token).release()
             logger.warning(
                 "Exiting while CloudEvents were being sent; the relay will send "
                 "them (claim %s given back)",

@@ -19,9 +19,10 @@ from django.utils import timezone
 
 from django_cloudevents_bridge import events, signals
 from django_cloudevents_bridge.emit import emit, handlers, outbox
-from django_cloudevents_bridge.emit.relay import Relay, in_subject_order, retry_delay
+from django_cloudevents_bridge.emit.relay import Relay, retry_delay
 from django_cloudevents_bridge.exceptions import DeliveryError
 from django_cloudevents_bridge.models import OutboxEvent
+from django_cloudevents_bridge.models._outbox_sql import in_subject_order
 from tests.sink import Fault, Sink
 from tests.testapp.models import Choice, Question
 
@@ -342,7 +343,7 @@ def test_the_serial_drain_signals_a_delivery_once_it_is_committed(
         ask(text)
     signals.event_delivered.connect(on_delivered)
     try:
-        result = relay(relay_settings, BATCH_SIZE=2)._drain_serially(None, None)
+        result = relay(relay_settings, BATCH_SIZE=2)._drain(None, None, overlap=False)
     finally:
         signals.event_delivered.disconnect(on_delivered)
     pks = list(OutboxEvent.objects.order_by("pk").values_list("pk", flat=True))
@@ -369,7 +370,7 @@ def drain_with_a_failing_second_claim(worker: Relay, signal, monkeypatch) -> lis
     signal.connect(receiver)
     try:
         with pytest.raises(DatabaseError):
-            worker._drain_serially(None, None)
+            worker._drain(None, None, overlap=False)
     finally:
         signal.disconnect(receiver)
     return seen
@@ -421,6 +422,18 @@ def test_a_heartbeat_after_every_group_was_recorded_renews_nothing(
     monkeypatch.setattr(Relay, "_send_groups", slow_to_return)
     assert worker.send(worker.claim()).delivered == 1
     assert OutboxEvent.objects.get().status == "delivered"
+
+
+def test_a_heartbeat_after_the_claim_lost_every_row_extends_nothing(relay_settings):
+    # Another relay took the rows over (their lease ran out): nothing of theirs
+    # is extended, and the senders see the lease lost.
+    ask()
+    rows = relay(relay_settings).claim()
+    OutboxEvent.objects.update(locked_by="other")
+    theirs = OutboxEvent.objects.get().locked_until
+    OutboxEvent.objects.renew(rows, lease=600.0)
+    assert [row.locked_until for row in rows] == [None]
+    assert OutboxEvent.objects.get().locked_until == theirs
 
 
 @pytest.mark.postgres
@@ -771,8 +784,7 @@ def test_both_claims_take_the_same_rows(relay_settings, rows, way):
         )
         if state.endswith(" x"):
             expected.append(row.pk)
-    worker = relay(relay_settings, BATCH_SIZE=rows[1])
-    claimed = getattr(worker, way)("mine", None)
+    claimed = getattr(OutboxEvent.objects.all(), way)("mine", None, rows[1], 60.0)
     assert sorted(getattr(row, "pk", row) for row in claimed) == expected
     assert (
         list(OutboxEvent.objects.filter(locked_by="mine").values_list("pk", flat=True))
@@ -863,7 +875,7 @@ def test_a_claim_larger_than_batch_max_bytes_goes_in_several_requests(
         **relay_settings.CLOUDEVENTS_HANDLER_OPTIONS,
         "batch_max_bytes": 2 * size,  # room for two events a request, not three
     }
-    result = relay(relay_settings, BATCH_SIZE=6)._drain_serially(None, None)
+    result = relay(relay_settings, BATCH_SIZE=6)._drain(None, None, overlap=False)
     assert result.delivered == 6
     assert batch_sink.requests == 3
     received = batch_sink.wait_for(6)
