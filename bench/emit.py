@@ -38,7 +38,7 @@ from bench.models import Question
 from bench.relay import sample_events, truncate
 from bench.settings import POSTGRES
 from bench.sink import Process
-from django_cloudevents_bridge import events
+from django_cloudevents_bridge.bindings import jsonformat
 from django_cloudevents_bridge.emit import outbox
 from django_cloudevents_bridge.emit.handlers import locmem
 from django_cloudevents_bridge.emit.sources import send_cloudevent
@@ -106,7 +106,7 @@ def floor() -> Iterator[None]:
     bridge). The outbox variant's distance from it is the bridge's own Python.
     """
     [event] = sample_events(1)
-    document = events.to_json(event).decode()
+    document = jsonformat.to_json(event).decode()
     ids = itertools.cycle([str(uuid.uuid4()) for _ in range(4096)])
     prefix = f"DCE:{Question._meta.label_lower}/"
 

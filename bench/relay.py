@@ -33,6 +33,7 @@ from django.utils import timezone
 from bench.models import Question
 from bench.sink import ACCEPTED, Process
 from django_cloudevents_bridge import conf, events
+from django_cloudevents_bridge.bindings import http
 from django_cloudevents_bridge.emit import outbox
 from django_cloudevents_bridge.emit.handlers.http import Handler
 from django_cloudevents_bridge.emit.relay import Relay
@@ -145,11 +146,11 @@ def requests_for(port: int, *, batch: int) -> list[bytes]:
     sample = list(sample_events(PREBUILT * max(batch, 1)))
     if batch:
         bodies = [
-            events.to_http_batch(sample[i : i + batch])
+            http.to_http_batch(sample[i : i + batch])
             for i in range(0, len(sample), batch)
         ]
     else:
-        bodies = [events.to_http(event) for event in sample]
+        bodies = [http.to_http(event) for event in sample]
     prepared = []
     for headers, body in bodies:
         lines = [

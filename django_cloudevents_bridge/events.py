@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import calendar
 import functools
-import importlib
 import json
 import logging
 import os
@@ -198,22 +197,3 @@ def from_attributes(attributes: dict[str, Any], data: Any = None) -> CloudEvent:
     if not had_time:
         event.get_attributes().pop("time", None)
     return event
-
-
-# Moved to bindings/ (issue 11). Imported on first use: the bindings import
-# this module.
-_MOVED = {
-    "to_http": "http",
-    "to_http_batch": "http",
-    "to_json": "jsonformat",
-    "from_json": "jsonformat",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _MOVED.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".bindings.{module}", __package__), name)
-    globals()[name] = value  # found directly from now on: no cost per call
-    return value

@@ -16,6 +16,7 @@ from typing import Any
 from django.utils import timezone
 
 from .. import events
+from ..bindings import jsonformat
 from ..exceptions import DeliveryError
 from ..models import OutboxEvent
 from .handlers import BaseHandler
@@ -83,7 +84,7 @@ def send_stored(handler: BaseHandler, documents: list[str]) -> int:
     # A handler of the protocol's older shape (no BaseHandler): decode here.
     # Knative's overrides belong to the process that sends (SPEC-NOTES 4.2).
     return handler.send_events(
-        [events.with_overrides(events.from_json(d)) for d in documents]
+        [events.with_overrides(jsonformat.from_json(d)) for d in documents]
     )
 
 

@@ -25,7 +25,8 @@ from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.models import Count, QuerySet
 from django.utils import timezone
 
-from .. import conf, events
+from .. import conf
+from ..bindings import jsonformat
 from ..events import CloudEvent
 from ..models import OutboxEvent
 from . import transaction_aborted
@@ -116,7 +117,7 @@ def write(
             event.get_source()[:1024],
             event.get_type()[:255],
             (event.get_subject() or "")[:1024],
-            events.to_json(event).decode(),
+            jsonformat.to_json(event).decode(),
             now,
             now,
         )

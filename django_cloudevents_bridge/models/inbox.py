@@ -16,7 +16,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import F, Q
 from django.utils import timezone
 
-from .. import events
+from ..bindings import jsonformat
 from ..events import CloudEvent
 from ._inbox_sql import statements, upserts
 
@@ -38,7 +38,7 @@ def _event_values(connection: BaseDatabaseWrapper, event: CloudEvent) -> list[An
         event.get_id(),
         _clip("type", event.get_type()),
         _clip("subject", event.get_subject() or ""),
-        events.to_json(event).decode(),
+        jsonformat.to_json(event).decode(),
         connection.ops.adapt_datetimefield_value(timezone.now()),
     ]
 
@@ -129,7 +129,7 @@ class ReceivedEventQuerySet(models.QuerySet["ReceivedEvent"]):
                         **key,
                         type=_clip("type", event.get_type()),
                         subject=_clip("subject", event.get_subject() or ""),
-                        event=events.to_json(event).decode(),
+                        event=jsonformat.to_json(event).decode(),
                     ).pk
             except IntegrityError:  # a concurrent delivery of the same event won
                 stored = self.values_list("pk", flat=True).get(**key)

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 
-from .. import events, signals
+from .. import signals
+from ..bindings import jsonformat
 from ..events import CloudEvent
 from ..models import ReceivedEvent, TargetRun
 from ..targets import Target, targets_for
@@ -147,7 +148,7 @@ def _run(target: Target, event: CloudEvent) -> tuple[CloudEvent | None, str]:
             # The target caught a database error itself: its writes are being
             # rolled back, so it must not be marked done.
             raise TargetRolledBack("its database work was rolled back")
-        kept = "" if reply is None else events.to_json(reply).decode()
+        kept = "" if reply is None else jsonformat.to_json(reply).decode()
     except Exception as err:
         raise TargetFailed(err) from err  # rolls the transaction back
     return reply, kept
@@ -165,7 +166,7 @@ def _still_owed(report: Report, target: Target, stored: int, kept: str) -> None:
     if not kept:
         return
     try:
-        reply = events.from_json(kept)
+        reply = jsonformat.from_json(kept)
     except Exception:  # an edited row: not worth failing the delivery for
         logger.warning("Ignoring the unreadable reply kept by %s", target.name)
         return

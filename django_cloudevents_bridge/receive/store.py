@@ -7,8 +7,8 @@ inbox's QuerySet methods (models/inbox.py).
 from __future__ import annotations
 
 from ..events import CloudEvent
+from ..exceptions import BadEvent
 from ..models.inbox import max_length
-from .parse import BadEvent
 
 MAX_KEY_BYTES = 2000
 

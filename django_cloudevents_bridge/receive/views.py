@@ -14,11 +14,12 @@ from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
-from .. import conf, emit, events
+from .. import conf, emit
+from ..bindings import http
 from ..events import CloudEvent
-from ..exceptions import AuthUnavailable, NotAuthenticated
+from ..exceptions import AuthUnavailable, BadEvent, NotAuthenticated
 from ..models import TargetRun
-from . import auth, dispatch, parse, store
+from . import auth, dispatch, store
 
 logger = logging.getLogger("django_cloudevents_bridge")
 
@@ -60,7 +61,7 @@ class ReceiverView(View):
             received = self.receive(request)
             for event in received:  # every key checked before any is dispatched
                 store.check(event)
-        except parse.BadEvent as err:
+        except BadEvent as err:
             return problem(err.status, str(err))
         except NotAuthenticated as err:
             return problem(401, str(err), WWW_Authenticate=err.challenge)
@@ -91,8 +92,8 @@ class ReceiverView(View):
         return response
 
     def receive(self, request: HttpRequest) -> list[CloudEvent]:
-        """The events in the request; raises parse.BadEvent when malformed."""
-        return parse.from_request(request, conf.receiver()["MAX_BYTES"])
+        """The events in the request; raises BadEvent when malformed."""
+        return http.from_request(request, conf.receiver()["MAX_BYTES"])
 
     def answer(
         self, reports: list[dispatch.Report], received: list[CloudEvent]
@@ -127,7 +128,7 @@ class ReceiverView(View):
         first, extra = replies[0], replies[1:]
         # One HTTP response carries one event; the others are not dropped.
         self.forward(extra)
-        headers, body = events.to_http(first)
+        headers, body = http.to_http(first)
         response = HttpResponse(body, status=200, content_type=None)
         if "Content-Type" not in headers:
             del response["Content-Type"]

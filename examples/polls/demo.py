@@ -108,12 +108,12 @@ def report() -> bool:
     django.setup()
     from polls.models import SeenEvent
 
-    from django_cloudevents_bridge import events
+    from django_cloudevents_bridge.bindings import jsonformat
     from django_cloudevents_bridge.emit.handlers.console import display
     from django_cloudevents_bridge.models import OutboxEvent, ReceivedEvent, TargetRun
 
     for row in SeenEvent.objects.order_by("id"):
-        print(display(events.from_json(row.event)))
+        print(display(jsonformat.from_json(row.event)))
     emitted = OutboxEvent.objects.count()
     delivered = OutboxEvent.objects.filter(status="delivered").count()
     received = ReceivedEvent.objects.count()

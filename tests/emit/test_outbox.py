@@ -18,6 +18,7 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from django_cloudevents_bridge import events, signals
+from django_cloudevents_bridge.bindings import jsonformat
 from django_cloudevents_bridge.emit import emit, handlers, outbox
 from django_cloudevents_bridge.emit.relay import Relay, retry_delay
 from django_cloudevents_bridge.exceptions import DeliveryError
@@ -114,7 +115,7 @@ def test_rollback_writes_no_row(relay_settings):
 def test_stored_event_is_the_complete_event(relay_settings):
     ask("Euro € 😀")
     row = OutboxEvent.objects.get()
-    event = outbox.events.from_json(row.event)
+    event = jsonformat.from_json(row.event)
     assert event.get_id() == row.event_id
     assert event.get_type() == row.type == "django.orm.post_save"
     assert event.get_extension("djangomodel") == "question"
@@ -609,7 +610,7 @@ def test_overrides_are_applied_by_the_sending_process(
 ):
     ask()  # saved without overrides
     monkeypatch.setenv("K_CE_OVERRIDES", '{"extensions": {"cluster": "prod"}}')
-    outbox.events.parse_overrides.cache_clear()
+    events.parse_overrides.cache_clear()
     relay(relay_settings).drain()
     [received] = http_sink.wait_for(1)
     assert received.attributes["cluster"] == "prod"
@@ -867,7 +868,7 @@ def test_a_claim_larger_than_batch_max_bytes_goes_in_several_requests(
     # the stored JSON goes as it is. Either way the limit holds.
     if overrides:
         monkeypatch.setenv("K_CE_OVERRIDES", '{"extensions": {"cluster": "prod"}}')
-    outbox.events.parse_overrides.cache_clear()
+    events.parse_overrides.cache_clear()
     for n in range(6):
         ask(str(n))
     size = max(len(row.event) for row in OutboxEvent.objects.all()) + 40
@@ -913,7 +914,7 @@ def test_a_batch_carries_the_stored_events_with_the_senders_overrides(
     ask("plain")
     relay(relay_settings).drain()
     monkeypatch.setenv("K_CE_OVERRIDES", '{"extensions": {"cluster": "prod"}}')
-    outbox.events.parse_overrides.cache_clear()
+    events.parse_overrides.cache_clear()
     ask("overridden")
     relay(relay_settings).drain()
 
@@ -924,7 +925,7 @@ def test_a_batch_carries_the_stored_events_with_the_senders_overrides(
         data = document.pop("data")
         assert received.event.get_data() == data
         attributes = {
-            name: outbox.events.canonical(value)
+            name: events.canonical(value)
             for name, value in received.attributes.items()
             if name != "cluster"
         }

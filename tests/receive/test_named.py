@@ -20,6 +20,7 @@ from django_cloudevents_bridge import (
     log,
 )
 from django_cloudevents_bridge import events as ce
+from django_cloudevents_bridge.bindings import http
 from django_cloudevents_bridge.models import TargetRun
 from django_cloudevents_bridge.targets import named
 from tests.testapp import events as testapp_events
@@ -77,7 +78,7 @@ def functions() -> Iterator[None]:
 
 def receive(cloudevent, client=None):
     """POST the event to the receiver in binary mode."""
-    headers, body = ce.to_http(cloudevent)
+    headers, body = http.to_http(cloudevent)
     content_type = headers.pop("Content-Type", "application/octet-stream")
     client = client or Client(enforce_csrf_checks=True)
     return client.post(

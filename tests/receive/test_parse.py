@@ -26,7 +26,7 @@ from django.test import Client
 from django_cloudevents_bridge import events
 from django_cloudevents_bridge.bindings import http
 from django_cloudevents_bridge.events import CloudEvent
-from django_cloudevents_bridge.receive.registry import (
+from django_cloudevents_bridge.targets.groups import (
     register_group_handler,
     unregister_group_handler,
 )

@@ -22,7 +22,7 @@ from django_cloudevents_bridge import events, register_group_handler
 from django_cloudevents_bridge.bindings import http, jsonformat, pubsub
 from django_cloudevents_bridge.models import ReceivedEvent, TargetRun
 from django_cloudevents_bridge.receive import auth, dispatch
-from django_cloudevents_bridge.receive.registry import unregister_group_handler
+from django_cloudevents_bridge.targets.groups import unregister_group_handler
 from tests.pubsub_emulator import connect
 
 pytestmark = pytest.mark.django_db

@@ -13,6 +13,7 @@ from django.db import OperationalError, close_old_connections, connection, trans
 from django.test import Client
 
 from django_cloudevents_bridge import events
+from django_cloudevents_bridge.bindings import jsonformat
 from django_cloudevents_bridge.events import CloudEvent
 from django_cloudevents_bridge.models import ReceivedEvent, TargetRun
 from django_cloudevents_bridge.models.inbox import (
@@ -405,7 +406,7 @@ def test_a_reply_sent_through_the_handler_is_not_sent_again(
     assert deliver(client).status_code == 500
     assert len(sent_events) == 1
     stored = ReceivedEvent.objects.get()
-    dispatch.deliver(events.from_json(stored.event))  # what cloudevents_replay does
+    dispatch.deliver(jsonformat.from_json(stored.event))  # what cloudevents_replay does
     response = deliver(client)
     assert response.status_code == 202
     assert len(sent_events) == 1

@@ -11,6 +11,7 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 
 from django_cloudevents_bridge import events, register_group_handler
+from django_cloudevents_bridge.bindings import http
 from django_cloudevents_bridge.models import ReceivedEvent, TargetRun
 from django_cloudevents_bridge.targets.groups import unregister_group_handler
 
@@ -51,7 +52,7 @@ def steady() -> Iterator[Handler]:
 
 def receive(event: events.CloudEvent, *, at: datetime.datetime = T0) -> int:
     """POST the event to the receiver (binary mode); the status code."""
-    headers, body = events.to_http(event)
+    headers, body = http.to_http(event)
     response = Client(enforce_csrf_checks=True).post(
         "/cloudevents/",
         body,

@@ -14,6 +14,7 @@ from django.test import Client
 
 from django_cloudevents_bridge import events, register_group_handler
 from django_cloudevents_bridge import register_model_event_source as register
+from django_cloudevents_bridge.bindings import http
 from django_cloudevents_bridge.models import ReceivedEvent
 from django_cloudevents_bridge.targets import groups
 from django_cloudevents_bridge.targets.groups import unregister_group_handler
@@ -167,7 +168,7 @@ def test_emitted_events_received_twice_run_the_handler_once(emitted, commit, han
 
     client = Client(enforce_csrf_checks=True)
     for event in sent:  # what a broker would deliver: each key twice
-        headers, body = events.to_http(event)
+        headers, body = http.to_http(event)
         response = client.post(
             "/cloudevents/",
             body,

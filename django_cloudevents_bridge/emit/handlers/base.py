@@ -9,6 +9,7 @@ from typing import Any, Self
 from django.core.exceptions import ImproperlyConfigured
 
 from ... import events as ce
+from ...bindings import jsonformat
 from ...events import CloudEvent
 from ...exceptions import DeliveryError
 
@@ -45,7 +46,10 @@ class BaseHandler:
         JSON as it is may override this to skip decoding it.
         """
         return self.send_events(
-            [ce.with_overrides(ce.from_json(document)) for document in documents]
+            [
+                ce.with_overrides(jsonformat.from_json(document))
+                for document in documents
+            ]
         )
 
     def __enter__(self) -> Self:

@@ -16,7 +16,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from ... import events
+from ...bindings import jsonformat
 from ...models import ReceivedEvent, TargetRun
 from ...receive import dispatch
 from ...targets import targets_for
@@ -85,7 +85,7 @@ class Command(BaseCommand):
             if options["dry_run"]:
                 self.stdout.write(f"would replay {label}")
                 continue
-            event = events.from_json(stored.event)
+            event = jsonformat.from_json(stored.event)
             if options["all_targets"]:
                 names = [target.name for target in targets_for(event)]
                 stored.targets.filter(target__in=names).update(

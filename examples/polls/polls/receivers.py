@@ -1,7 +1,8 @@
 """The receiving side: group handlers for the events the broker delivers back."""
 
 from django_cloudevents_bridge import register_group_handler
-from django_cloudevents_bridge.events import CloudEvent, new, to_json
+from django_cloudevents_bridge.bindings.jsonformat import to_json
+from django_cloudevents_bridge.events import CloudEvent, new
 
 from .models import SeenEvent
 
