@@ -12,6 +12,9 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "emit": "",  # the emit package, callable as emit(events): see emit/__init__.py
+    "BaseHandler": ".emit.handlers",
+    "DeliveryError": ".exceptions",
     "send_cloudevent": ".emit.sources",
     "register_group_handler": ".targets.groups",
     "register_model_event_source": ".targets.groups",
@@ -26,9 +29,12 @@ _EXPORTS = {
 
 __all__ = [
     "BaseEvent",
+    "BaseHandler",
+    "DeliveryError",
     "EventNotFound",
     "ValidationError",
     "__version__",
+    "emit",
     "handler",
     "log",
     "only_new_events",
@@ -39,8 +45,10 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from .emit import emit
+    from .emit.handlers import BaseHandler
     from .emit.sources import send_cloudevent
-    from .exceptions import EventNotFound, ValidationError
+    from .exceptions import DeliveryError, EventNotFound, ValidationError
     from .targets.groups import (
         only_new_events,
         process_events,
@@ -54,6 +62,8 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if not module:  # a subpackage that is itself the public name
+        return importlib.import_module(f".{name}", __name__)
     value = getattr(importlib.import_module(module, __name__), name)
     globals()[name] = value  # next time, a plain attribute
     return value

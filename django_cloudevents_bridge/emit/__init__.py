@@ -1,9 +1,17 @@
-"""Emit: hand events to the configured handler once the transaction commits."""
+"""Emit: hand events to the configured handler once the transaction commits.
+
+This package is also the public ``emit`` function: ``from django_cloudevents_bridge
+import emit`` gives this module, and calling it calls :func:`emit`. So the
+documented import strings (``django_cloudevents_bridge.emit.handlers.http``, ...)
+and ``emit(events)`` both work, whichever was imported first.
+"""
 
 from __future__ import annotations
 
 import logging
+import sys
 import threading
+import types
 from collections.abc import Sequence
 from functools import partial
 
@@ -102,3 +110,15 @@ def reset_handler(**kwargs: object) -> None:
         handler, _handler = _handler, None
     if handler is not None:
         handler.close()
+
+
+class _EmitModule(types.ModuleType):
+    """This module, callable as :func:`emit`."""
+
+    def __call__(
+        self, events: Sequence[CloudEvent], *, using: str | None = None
+    ) -> None:
+        emit(events, using=using)
+
+
+sys.modules[__name__].__class__ = _EmitModule

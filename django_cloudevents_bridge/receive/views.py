@@ -14,8 +14,9 @@ from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
-from .. import conf, emit
+from .. import conf
 from ..bindings import http
+from ..emit import emit
 from ..events import CloudEvent
 from ..exceptions import AuthUnavailable, BadEvent, NotAuthenticated
 from ..models import TargetRun
@@ -142,7 +143,7 @@ class ReceiverView(View):
             logger.warning(
                 "%d reply event(s) emitted through the handler instead", len(replies)
             )
-            emit.emit(replies)
+            emit(replies)
 
     def send_owed(self, owed: list[dispatch.Owed]) -> None:
         """``forward`` the replies, and forget them where their targets kept them.
