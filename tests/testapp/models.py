@@ -114,3 +114,22 @@ class Everything(models.Model):
 
 post_save.connect(send_cloudevent, sender=Everything)
 m2m_changed.connect(send_cloudevent, sender=Article.tags.through)
+
+
+class StoredForm(models.Model):
+    """Values the database computes: a generated column and a database default."""
+
+    price = models.DecimalField(max_digits=8, decimal_places=2)
+    doubled = models.GeneratedField(
+        expression=models.F("price") * 2,
+        output_field=models.DecimalField(max_digits=10, decimal_places=2),
+        db_persist=True,
+    )
+    label = models.CharField(max_length=20, db_default="new")
+
+    def __str__(self) -> str:
+        return f"stored form {self.pk}"
+
+
+post_save.connect(send_cloudevent, sender=StoredForm)
+post_delete.connect(send_cloudevent, sender=StoredForm)
