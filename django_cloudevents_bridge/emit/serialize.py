@@ -125,9 +125,11 @@ def stored(field: Any, value: Any, connection: BaseDatabaseWrapper) -> Any:
         return None
     if getattr(field, "generated", False):
         field = field.output_field
-    base_field = getattr(field, "base_field", None)  # contrib.postgres ArrayField
-    if base_field is not None and isinstance(value, list | tuple):
-        return [stored(base_field, item, connection) for item in value]
+    kind = field.get_internal_type()
+    if kind == "ArrayField" and isinstance(value, list | tuple):  # contrib.postgres
+        return [stored(field.base_field, item, connection) for item in value]
+    if kind.endswith("RangeField"):
+        return _range(field, value, connection)
     if field.is_relation and field.concrete:
         return stored(field.target_field, value, connection)  # FK: as its target
     if isinstance(field, models.BinaryField):
@@ -146,6 +148,8 @@ def stored(field: Any, value: Any, connection: BaseDatabaseWrapper) -> Any:
             )
         if isinstance(field, models.DateTimeField):
             return _datetime(value)
+        if isinstance(field, models.TimeField):
+            return value.replace(tzinfo=None)  # a time column keeps no offset
         if isinstance(
             field,
             models.FileField | models.FilePathField | models.GenericIPAddressField,
@@ -170,6 +174,8 @@ def _decimal(
     field: models.DecimalField, value: decimal.Decimal, connection: BaseDatabaseWrapper
 ) -> decimal.Decimal:
     """A decimal as its column stores it: rounded to the field's decimal_places."""
+    if field.decimal_places is None:  # a range's bound: numrange has no scale
+        return value
     places = decimal.Decimal(1).scaleb(-field.decimal_places)
     if connection.vendor != "sqlite":
         # numeric/DECIMAL/NUMBER round half away from zero and have no -0.
@@ -193,6 +199,44 @@ def _decimal(
     for converter in converters + column.get_db_converters(connection):
         result = converter(result, column, connection)
     return result
+
+
+# Discrete ranges: PostgreSQL stores them as [lower, upper), a bound moved by a step.
+_STEPS: dict[str, Any] = {
+    "IntegerRangeField": 1,
+    "BigIntegerRangeField": 1,
+    "DateRangeField": datetime.timedelta(days=1),
+}
+
+
+def _range(field: Any, value: Any, connection: BaseDatabaseWrapper) -> Any:
+    """A contrib.postgres range as PostgreSQL stores it (canonical, or empty)."""
+    try:
+        if isinstance(value, list | tuple):
+            value = field.get_prep_value(value)  # with the field's default_bounds
+        else:
+            value = field.to_python(value)
+        if value.isempty:
+            return value
+        lower = stored(field.base_field, value.lower, connection)
+        upper = stored(field.base_field, value.upper, connection)
+    except (ValidationError, TypeError, ValueError, AttributeError):
+        return value
+    lower_inc, upper_inc = value.lower_inc, value.upper_inc
+    step = _STEPS.get(field.get_internal_type())
+    if step is not None:
+        if lower is not None and not lower_inc:
+            lower, lower_inc = lower + step, True
+        if upper is not None and upper_inc:
+            upper, upper_inc = upper + step, False
+    if (
+        lower is not None
+        and upper is not None
+        and (lower > upper or (lower == upper and not (lower_inc and upper_inc)))
+    ):
+        return type(value)(empty=True)
+    bounds = ("[" if lower_inc else "(") + ("]" if upper_inc else ")")
+    return type(value)(lower, upper, bounds)
 
 
 def _datetime(value: datetime.datetime) -> datetime.datetime:

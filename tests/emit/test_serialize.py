@@ -11,8 +11,18 @@ import uuid
 import pytest
 from django.core.files.base import ContentFile
 
+# Range, not NumericRange: without django.contrib.postgres installed, psycopg
+# would send a NumericRange as a numrange, which int4range cannot be cast from.
+from psycopg.types.range import DateRange, NumericRange, Range, TimestamptzRange
+
 from django_cloudevents_bridge.emit import serialize
-from tests.testapp.models import Article, Everything, Question, Tag
+from tests.testapp.models import (
+    Article,
+    Everything,
+    PostgresStoredForm,
+    Question,
+    Tag,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -288,6 +298,53 @@ def test_an_updated_row_is_sent_as_stored_too(sent_events):
     data = sent_events[-1].get_data()["data"]
     assert (data["decimal"], data["integer"]) == ("2.0000", 12)
     assert as_json(data) == as_json(reloaded(row))
+
+
+def ranged(lower, upper, bounds="[)"):
+    return {"lower": lower, "upper": upper, "bounds": bounds}
+
+
+EMPTY = {"lower": None, "upper": None, "bounds": ""}
+POSTGRES_DRIFT = [
+    ("decimals", [decimal.Decimal("1E+1"), "0.005", None], ["10.00", "0.01", None]),
+    ("integers", (1, 5), ranged(1, 5)),
+    ("integers", lambda: Range(1, 5, "[]"), ranged(1, 6)),
+    ("integers", lambda: Range(1, 5, "()"), ranged(2, 5)),
+    ("integers", lambda: Range(None, 5, "[]"), ranged(None, 6, "()")),
+    ("integers", lambda: Range(3, 4, "()"), EMPTY),
+    ("integers", lambda: Range(empty=True), EMPTY),
+    (
+        "days",
+        lambda: DateRange(datetime.date(2026, 1, 1), datetime.date(2026, 1, 31), "[]"),
+        ranged("2026-01-01", "2026-02-01"),
+    ),
+    ("amounts", (decimal.Decimal("1.50"), 2), ranged("1.50", "2", "[]")),
+    ("amounts", lambda: NumericRange(2, 2, "[)"), EMPTY),
+    (
+        "moments",
+        lambda: TimestamptzRange(datetime.datetime(2026, 1, 1, 2, tzinfo=PLUS_2), None),
+        ranged("2026-01-01T00:00:00Z", None, "[)"),
+    ),
+    ("clock", datetime.time(4, 5, 6, tzinfo=PLUS_2), "04:05:06"),
+]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("attribute, value, expected", POSTGRES_DRIFT)
+def test_postgres_fields_are_sent_as_stored(sent_events, attribute, value, expected):
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's own field types")
+    row = PostgresStoredForm(**{attribute: value() if callable(value) else value})
+    row.save()
+
+    [event] = sent_events
+    data = event.get_data()["data"]
+    assert json.dumps(data[attribute]) == json.dumps(expected)
+    names = [field.name for field in PostgresStoredForm._meta.concrete_fields]
+    values = PostgresStoredForm.objects.filter(pk=row.pk).values(*names).get()
+    assert as_json(data) == as_json(serialize.to_json_safe(values))
 
 
 # -- one JSON encoding ----------------------------------------------------------
