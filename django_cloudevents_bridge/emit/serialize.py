@@ -5,6 +5,7 @@ queries on the common path; and the one JSON encoding of every event's data.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import decimal
 import fnmatch
@@ -60,7 +61,7 @@ def to_dict(
     connection = connections[using]
     data: dict[str, Any] = {}
     expressions = []
-    for name, field in plan:
+    for name, field, convert in plan:
         if field.generated:
             # The database computes it on every save; the instance holds the value
             # it was loaded with (stale after an update), if any.
@@ -70,13 +71,17 @@ def to_dict(
             continue
         # value_from_object() reads the attname: a FK gives its raw id, no query.
         value = field.value_from_object(instance)
-        if _is_expression(value):
+        if value is None:
+            data[name] = None
+        elif hasattr(value, "resolve_expression") and _is_expression(value):
             expressions.append((name, field))
         else:
-            data[name] = to_json_safe(stored(field, value, connection))
+            with contextlib.suppress(*UNCONVERTED):  # then sent as it is
+                value = convert(value, connection)
+            data[name] = to_json_safe(value)
     if expressions:
         data.update(_read_back(instance, expressions, using))
-        data = {name: data[name] for name, _ in plan if name in data}
+        data = {name: data[name] for name, *_ in plan if name in data}
     return data
 
 
@@ -123,47 +128,73 @@ def stored(field: Any, value: Any, connection: BaseDatabaseWrapper) -> Any:
     """
     if value is None:
         return None
-    if getattr(field, "generated", False):
-        field = field.output_field
-    kind = field.get_internal_type()
-    if kind == "ArrayField" and isinstance(value, list | tuple):  # contrib.postgres
-        return [stored(field.base_field, item, connection) for item in value]
-    if kind.endswith("RangeField"):
-        return _range(field, value, connection)
-    if field.is_relation and field.concrete:
-        return stored(field.target_field, value, connection)  # FK: as its target
-    if isinstance(field, models.BinaryField):
-        return value  # to_python() would take a str for base64
-    if isinstance(field, models.DateTimeField) and type(value) is datetime.date:
-        # Midnight, as to_python() makes it (without its second warning).
-        value = datetime.datetime.combine(value, datetime.time())
     try:
-        if isinstance(field, models.JSONField):  # through the field's encoder
-            dumped = json.dumps(value, cls=field.encoder)
-            return json.loads(dumped, cls=field.decoder)
-        value = field.to_python(value)
-        if isinstance(field, models.DecimalField):
-            return _decimal(
-                field, field.get_db_prep_save(value, connection), connection
-            )
-        if isinstance(field, models.DateTimeField):
-            return _datetime(value)
-        if isinstance(field, models.TimeField):
-            return value.replace(tzinfo=None)  # a time column keeps no offset
-        if isinstance(
-            field,
-            models.FileField | models.FilePathField | models.GenericIPAddressField,
-        ):
-            # The file's name ("" for none); an IPv6 address in its short form.
-            prepared = field.get_prep_value(value)
-            if isinstance(field, models.GenericIPAddressField):
-                return prepared or None  # as adapt_ipaddressfield_value() binds it
-            return prepared
-    except (ValidationError, TypeError, ValueError, ArithmeticError):
+        return _converter(field)(value, connection)
+    except UNCONVERTED:
         return value
-    if isinstance(value, float) and math.isnan(value) and connection.vendor == "sqlite":
-        return None  # SQLite stores a NaN as NULL
-    return value
+
+
+Converter = Callable[[Any, BaseDatabaseWrapper], Any]
+# What a value Django cannot convert raises (save() would have raised it too).
+UNCONVERTED = (ValidationError, TypeError, ValueError, ArithmeticError)
+
+
+@functools.lru_cache(maxsize=4096)
+def _converter(field: Any) -> Converter:
+    """How a field's values become their stored form: chosen once per field."""
+    if getattr(field, "generated", False):
+        return _converter(field.output_field)
+    kind = field.get_internal_type()
+    if kind == "ArrayField":  # contrib.postgres
+        item = field.base_field
+        return lambda value, connection: (
+            [stored(item, each, connection) for each in value]
+            if isinstance(value, list | tuple)
+            else value
+        )
+    if kind.endswith("RangeField"):
+        return functools.partial(_range, field)
+    if field.is_relation and field.concrete:
+        return _converter(field.target_field)  # a FK: as its target stores it
+    if isinstance(field, models.BinaryField):
+        return lambda value, connection: value  # to_python() takes str for base64
+    if isinstance(field, models.JSONField):  # through the field's encoder
+        encoder, decoder = field.encoder, field.decoder
+        return lambda value, connection: json.loads(
+            json.dumps(value, cls=encoder), cls=decoder
+        )
+    to_python = field.to_python
+    if isinstance(field, models.DecimalField):
+        return lambda value, connection: _decimal(
+            field, field.get_db_prep_save(value, connection), connection
+        )
+    if isinstance(field, models.DateTimeField):
+        return lambda value, connection: _datetime(
+            # A date is midnight, as to_python() makes it (without a 2nd warning).
+            datetime.datetime.combine(value, datetime.time())
+            if type(value) is datetime.date
+            else to_python(value)
+        )
+    if isinstance(field, models.TimeField):  # a time column keeps no offset
+        return lambda value, connection: to_python(value).replace(tzinfo=None)
+    if isinstance(field, models.GenericIPAddressField):  # IPv6 in its short form
+        # None for "", as adapt_ipaddressfield_value() binds it.
+        return lambda value, connection: field.get_prep_value(to_python(value)) or None
+    if isinstance(field, models.FileField | models.FilePathField):
+        return lambda value, connection: field.get_prep_value(value)  # "" for none
+    if isinstance(field, models.FloatField):
+        return _float(to_python)
+    return lambda value, connection: to_python(value)
+
+
+def _float(to_python: Callable[[Any], Any]) -> Converter:
+    def convert(value: Any, connection: BaseDatabaseWrapper) -> Any:
+        value = to_python(value)
+        if math.isnan(value) and connection.vendor == "sqlite":
+            return None  # SQLite stores a NaN as NULL
+        return value
+
+    return convert
 
 
 _ANY_PRECISION = decimal.Context(prec=decimal.MAX_PREC, rounding=decimal.ROUND_HALF_UP)
@@ -193,12 +224,20 @@ def _decimal(
         number = float(text)
         if number.is_integer() and -(2**51) <= number < 2**51:
             number = int(number)
-    column = Col("", field)  # what a query reading the column converts
-    converters = connection.ops.get_db_converters(column)
+    column, converters = _read_converters(field, connection.alias)
     result: Any = number
-    for converter in converters + column.get_db_converters(connection):
+    for converter in converters:
         result = converter(result, column, connection)
     return result
+
+
+@functools.lru_cache(maxsize=1024)
+def _read_converters(field: Any, alias: str) -> tuple[Col, list[Any]]:
+    """What a query reading the field's column runs on each value (built once)."""
+    connection = connections[alias]
+    column = Col("", field)
+    converters = connection.ops.get_db_converters(column)
+    return column, converters + column.get_db_converters(connection)
 
 
 # Discrete ranges: PostgreSQL stores them as [lower, upper), a bound moved by a step.
@@ -220,7 +259,7 @@ def _range(field: Any, value: Any, connection: BaseDatabaseWrapper) -> Any:
             return value
         lower = stored(field.base_field, value.lower, connection)
         upper = stored(field.base_field, value.upper, connection)
-    except (ValidationError, TypeError, ValueError, AttributeError):
+    except (*UNCONVERTED, AttributeError):
         return value
     lower_inc, upper_inc = value.lower_inc, value.upper_inc
     step = _STEPS.get(field.get_internal_type())
@@ -254,11 +293,11 @@ def _plan(
     fields: tuple[str, ...] | None,
     exclude: tuple[str, ...],
     patterns: tuple[str, ...],
-) -> tuple[tuple[str, Any], ...]:
-    """Which fields of a model to send: worked out once, not on every save()."""
+) -> tuple[tuple[str, Any, Converter], ...]:
+    """Which fields of a model to send, and how: worked out once, not per save()."""
     sensitive = _matcher(patterns)
     return tuple(
-        (field.name, field)
+        (field.name, field, _converter(field))
         for field in model._meta.concrete_fields
         if (fields is None or field.name in fields)
         and field.name not in exclude
@@ -325,7 +364,12 @@ def to_json_safe(value: Any) -> Any:
     repr) is left out of a mapping and ``None`` elsewhere; anything else
     unknown becomes its ``str()``.
     """
-    if value is None or isinstance(value, bool | int | str):
+    kind = type(value)
+    if kind in _JSON_SCALARS:
+        return value
+    if kind in _TO_TEXT:  # the common field types, without the isinstance chain
+        return _TO_TEXT[kind](value)
+    if isinstance(value, bool | int | str):
         return value
     if isinstance(value, float):
         # NaN and infinities are not JSON; keep them readable rather than crash.
@@ -364,7 +408,7 @@ def encode(value: Any) -> Any:
     if isinstance(value, datetime.timedelta):
         return duration_iso_string(value)
     if isinstance(value, decimal.Decimal):
-        return format(value, "f")  # a string: a float would lose digits
+        return _decimal_text(value)
     if isinstance(value, uuid.UUID | ipaddress.IPv4Address | ipaddress.IPv6Address):
         return str(value)
     if isinstance(value, bytes | bytearray | memoryview):
@@ -380,6 +424,26 @@ def encode(value: Any) -> Any:
             "bounds": getattr(value, "bounds", None),
         }
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _isoformat(value: datetime.date) -> str:
+    return value.isoformat()
+
+
+def _decimal_text(value: decimal.Decimal) -> str:
+    return format(value, "f")  # a string: a float would lose digits
+
+
+_JSON_SCALARS = frozenset((type(None), bool, int, str))
+# Exact types encode() turns into text, looked up first by to_json_safe().
+_TO_TEXT: dict[type, Callable[[Any], str]] = {
+    datetime.datetime: rfc3339,
+    datetime.time: rfc3339,
+    datetime.date: _isoformat,
+    datetime.timedelta: duration_iso_string,
+    decimal.Decimal: _decimal_text,
+    uuid.UUID: str,
+}
 
 
 class JSONEncoder(json.JSONEncoder):
