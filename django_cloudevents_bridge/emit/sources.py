@@ -106,7 +106,10 @@ def model_data(instance: models.Model, signal_kwargs: dict[str, Any]) -> Any:
         data = serialize.to_json_safe(data_function(custom)(instance, signal_kwargs))
         return serialize.without_sensitive(data, origin=instance._meta.label)
     return serialize.to_dict(
-        instance, fields=options.get("fields"), exclude=options.get("exclude", ())
+        instance,
+        fields=options.get("fields"),
+        exclude=options.get("exclude", ()),
+        using=signal_kwargs.get("using"),
     )
 
 

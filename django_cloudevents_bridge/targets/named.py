@@ -21,7 +21,6 @@ from typing import Any, ClassVar, TypeVar, overload
 from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpRequest, JsonResponse
 from django.utils.decorators import method_decorator
 from django.utils.module_loading import autodiscover_modules
@@ -30,6 +29,7 @@ from django.views.decorators.csrf import csrf_protect
 
 from .. import events
 from ..emit import emit
+from ..emit.serialize import JSONEncoder
 from ..events import CloudEvent
 from ..exceptions import EventNotFound, ValidationError
 from . import Target, name_of, register_provider
@@ -200,7 +200,7 @@ def as_json(data: Any) -> Any:
     if data is None:
         return {}
     try:
-        return json.loads(json.dumps(data, cls=DjangoJSONEncoder))
+        return json.loads(json.dumps(data, cls=JSONEncoder))
     except (TypeError, ValueError) as err:
         raise ValidationError(
             "event data is not JSON-serializable: %(error)s",

@@ -123,7 +123,7 @@ def test_binary_mode_end_to_end(http_sink):
         "data": {
             "id": question.pk,
             "question_text": "What's up?",
-            "pub_date": "2026-11-01T09:30:00+00:00",
+            "pub_date": "2026-11-01T09:30:00Z",
         },
         "signal_kwargs": {
             "created": True,

@@ -57,7 +57,7 @@ def question_data(question: Question, *, created: bool = True) -> dict:
         "data": {
             "id": question.pk,
             "question_text": question.question_text,
-            "pub_date": "2026-11-01T09:30:00+00:00",
+            "pub_date": "2026-11-01T09:30:00Z",
         },
         "signal_kwargs": {
             "created": created,

@@ -11,8 +11,18 @@ import uuid
 import pytest
 from django.core.files.base import ContentFile
 
+# Range, not NumericRange: without django.contrib.postgres installed, psycopg
+# would send a NumericRange as a numrange, which int4range cannot be cast from.
+from psycopg.types.range import DateRange, NumericRange, Range, TimestamptzRange
+
 from django_cloudevents_bridge.emit import serialize
-from tests.testapp.models import Article, Everything, Question, Tag
+from tests.testapp.models import (
+    Article,
+    Everything,
+    PostgresStoredForm,
+    Question,
+    Tag,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -78,14 +88,14 @@ def test_every_field_type_round_trips_through_json(sent_events, tmp_path, settin
         "boolean": True,
         "nullable_boolean": None,
         "date": "2026-02-03",
-        "datetime": "2026-02-03T04:05:06.789000+00:00",
+        "datetime": "2026-02-03T04:05:06.789000Z",
         "time": "04:05:06",
         "duration": "P1DT00H00M02.000003S",
         "uuid": str(token),
         "json": {"nested": [1, "two", None], "n": 1.5},
         "binary": base64.b64encode(b"\x00\xffbytes").decode(),
         "file": row.file.name,
-        "image": None,
+        "image": "",  # what the column holds for no file
         "file_path": "",
         "ip": "2001:db8::1",
         "question": question.pk,
@@ -100,7 +110,8 @@ def test_empty_row_is_all_nulls_and_defaults(sent_events):
     [event] = sent_events
     data = event.get_data()["data"]
     assert data["id"] == row.pk
-    assert data["integer"] is None and data["file"] is None and data["question"] is None
+    assert data["integer"] is None and data["question"] is None
+    assert data["file"] == ""  # a FileField stores "" for no file, never NULL
     assert data["boolean"] is False
 
 
@@ -142,3 +153,245 @@ def test_sensitive_names(name):
 def test_ordinary_names_are_not_sensitive():
     assert not serialize.is_sensitive("username")
     assert not serialize.is_sensitive("passage")
+
+
+# -- event data equals the committed row ---------------------------------------
+
+UTC = datetime.UTC
+PLUS_2 = datetime.timezone(datetime.timedelta(hours=2))
+MINUS_5 = datetime.timezone(datetime.timedelta(hours=-5))
+NAIVE = pytest.mark.filterwarnings("ignore:DateTimeField .* received a naive")
+
+
+def sqlite_or_pg(sqlite, postgresql):
+    """What the test database returns: SQLite reads a decimal back from a float."""
+    from django.db import connection
+
+    return sqlite if connection.vendor == "sqlite" else postgresql
+
+
+# (attribute, assigned value, what the event must say). The expected value is
+# also checked against the row reloaded from the database, so both agree.
+DRIFT = [
+    ("decimal", decimal.Decimal("1E+1"), "10.0000"),
+    ("decimal", decimal.Decimal("0.001"), "0.0010"),
+    ("decimal", decimal.Decimal("0.00001"), "0.0000"),
+    # SQLite keeps -0.00001 as a float, which Django reads back as -0.0000.
+    ("decimal", decimal.Decimal("-0.00001"), lambda: sqlite_or_pg("-0.0000", "0.0000")),
+    ("decimal", decimal.Decimal("0.00005"), lambda: sqlite_or_pg("0.0000", "0.0001")),
+    (
+        "decimal",
+        decimal.Decimal("-2.00015"),
+        lambda: sqlite_or_pg("-2.0002", "-2.0002"),
+    ),
+    (
+        "decimal",
+        decimal.Decimal("12345678.12345"),
+        lambda: sqlite_or_pg("12345678.1234", "12345678.1235"),
+    ),
+    ("decimal", "12.5", "12.5000"),
+    ("decimal", 1.1, "1.1000"),
+    ("decimal", 7, "7.0000"),
+    ("integer", "5", 5),
+    ("integer", 5.7, 5),
+    ("integer", True, 1),
+    ("big", "9007199254740993", 9007199254740993),
+    ("floating", "1.5", 1.5),
+    ("floating", decimal.Decimal("0.1"), 0.1),
+    ("floating", 3, 3.0),
+    ("floating", float("nan"), lambda: sqlite_or_pg(None, "nan")),
+    ("boolean", 1, True),
+    ("boolean", "f", False),
+    ("nullable_boolean", 0, False),
+    ("char", 42, "42"),
+    ("text", 1.5, "1.5"),
+    ("date", datetime.datetime(2026, 2, 3, 23, 30, tzinfo=MINUS_5), "2026-02-04"),
+    ("date", "2026-02-03", "2026-02-03"),
+    (
+        "datetime",
+        datetime.datetime(2026, 2, 3, 6, 5, 6, 7, tzinfo=PLUS_2),
+        "2026-02-03T04:05:06.000007Z",
+    ),
+    ("datetime", "2026-02-03T04:05:06+02:00", "2026-02-03T02:05:06Z"),
+    pytest.param(
+        "datetime",
+        datetime.datetime(2026, 2, 3, 4, 5, 6),
+        "2026-02-03T04:05:06Z",
+        marks=NAIVE,
+    ),
+    pytest.param(
+        "datetime", datetime.date(2026, 2, 3), "2026-02-03T00:00:00Z", marks=NAIVE
+    ),
+    ("time", datetime.datetime(2026, 2, 3, 4, 5, 6, 123456), "04:05:06.123456"),
+    ("time", "04:05", "04:05:00"),
+    ("duration", datetime.timedelta(seconds=90000), "P1DT01H00M00S"),
+    (
+        "uuid",
+        "12345678123456781234567812345678",
+        "12345678-1234-5678-1234-567812345678",
+    ),
+    (
+        "uuid",
+        "{12345678-1234-5678-1234-56781234567A}",
+        "12345678-1234-5678-1234-56781234567a",
+    ),
+    ("json", {"k": (1, 2), 3: "x", "d": None}, {"k": [1, 2], "3": "x", "d": None}),
+    ("json", "text", "text"),
+    ("binary", bytearray(b"ab"), "YWI="),
+    ("binary", memoryview(b"\x00"), "AA=="),
+    ("ip", "2001:0DB8:0000::0001", "2001:db8::1"),
+    ("ip", "", None),
+    ("file", "", ""),
+    ("file", "docs/a.txt", "docs/a.txt"),
+    ("file_path", __import__("pathlib").Path("/tmp/x"), "/tmp/x"),
+    (
+        "question_id",
+        lambda: str(Question.objects.get().pk),
+        lambda: Question.objects.get().pk,
+    ),
+    ("question", lambda: Question.objects.get(), lambda: Question.objects.get().pk),
+    ("tag", lambda: Tag.objects.get(), "t"),
+    (
+        "article_id",
+        lambda: str(Article.objects.get().pk).upper(),
+        lambda: str(Article.objects.get().pk),
+    ),
+]
+
+
+def reloaded(row):
+    """The row as the database now holds it, serialized value by value."""
+    names = [field.name for field in Everything._meta.concrete_fields]
+    values = Everything.objects.filter(pk=row.pk).values(*names).get()
+    return {name: serialize.to_json_safe(value) for name, value in values.items()}
+
+
+@pytest.mark.parametrize("attribute, value, expected", DRIFT)
+def test_event_data_is_the_committed_row(sent_events, attribute, value, expected):
+    Question.objects.create(question_text="q", pub_date=datetime.datetime.now(UTC))
+    Article.objects.create(title="a")
+    Tag.objects.create(name="t")
+    row = Everything()
+    setattr(row, attribute, value() if callable(value) else value)
+    sent_events.clear()
+    row.save()
+
+    [event] = sent_events
+    data = event.get_data()["data"]
+    name = Everything._meta.get_field(attribute.removesuffix("_id")).name
+    expected = expected() if callable(expected) else expected
+    # As JSON text: True == 1 and 3 == 3.0 in Python, not on the wire.
+    assert json.dumps(data[name]) == json.dumps(expected)
+    assert as_json(data) == as_json(reloaded(row))
+
+
+def as_json(data):
+    return json.dumps(data, sort_keys=True, allow_nan=False)
+
+
+def test_an_updated_row_is_sent_as_stored_too(sent_events):
+    row = Everything.objects.create(decimal=decimal.Decimal("1"))
+    row.decimal = decimal.Decimal("2.00004")
+    row.integer = "12"
+    row.save(update_fields=["decimal", "integer"])
+
+    data = sent_events[-1].get_data()["data"]
+    assert (data["decimal"], data["integer"]) == ("2.0000", 12)
+    assert as_json(data) == as_json(reloaded(row))
+
+
+def ranged(lower, upper, bounds="[)"):
+    return {"lower": lower, "upper": upper, "bounds": bounds}
+
+
+EMPTY = {"lower": None, "upper": None, "bounds": ""}
+POSTGRES_DRIFT = [
+    ("decimals", [decimal.Decimal("1E+1"), "0.005", None], ["10.00", "0.01", None]),
+    ("integers", (1, 5), ranged(1, 5)),
+    ("integers", lambda: Range(1, 5, "[]"), ranged(1, 6)),
+    ("integers", lambda: Range(1, 5, "()"), ranged(2, 5)),
+    ("integers", lambda: Range(None, 5, "[]"), ranged(None, 6, "()")),
+    ("integers", lambda: Range(3, 4, "()"), EMPTY),
+    ("integers", lambda: Range(empty=True), EMPTY),
+    (
+        "days",
+        lambda: DateRange(datetime.date(2026, 1, 1), datetime.date(2026, 1, 31), "[]"),
+        ranged("2026-01-01", "2026-02-01"),
+    ),
+    ("amounts", (decimal.Decimal("1.50"), 2), ranged("1.50", "2", "[]")),
+    ("amounts", lambda: NumericRange(2, 2, "[)"), EMPTY),
+    (
+        "moments",
+        lambda: TimestamptzRange(datetime.datetime(2026, 1, 1, 2, tzinfo=PLUS_2), None),
+        ranged("2026-01-01T00:00:00Z", None, "[)"),
+    ),
+    ("clock", datetime.time(4, 5, 6, tzinfo=PLUS_2), "04:05:06"),
+]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("attribute, value, expected", POSTGRES_DRIFT)
+def test_postgres_fields_are_sent_as_stored(sent_events, attribute, value, expected):
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's own field types")
+    row = PostgresStoredForm(**{attribute: value() if callable(value) else value})
+    row.save()
+
+    [event] = sent_events
+    data = event.get_data()["data"]
+    assert json.dumps(data[attribute]) == json.dumps(expected)
+    names = [field.name for field in PostgresStoredForm._meta.concrete_fields]
+    values = PostgresStoredForm.objects.filter(pk=row.pk).values(*names).get()
+    assert as_json(data) == as_json(serialize.to_json_safe(values))
+
+
+# -- one JSON encoding ----------------------------------------------------------
+
+
+def test_named_events_model_events_and_time_share_one_datetime_encoding(sent_events):
+    from django_cloudevents_bridge import events, log
+
+    when = datetime.datetime(2026, 2, 3, 4, 5, 6, 789, tzinfo=UTC)
+    log("testapp.Signup", {"email": "a@b.c", "at": when})
+    Question.objects.create(question_text="q", pub_date=when)
+
+    named, model = sent_events
+    assert named.get_data()["at"] == "2026-02-03T04:05:06.000789Z"
+    assert model.get_data()["data"]["pub_date"] == "2026-02-03T04:05:06.000789Z"
+    time = json.loads(events.to_json(model))["time"]
+    assert time == serialize.rfc3339(model.get_time()) and time.endswith("Z")
+
+
+ENCODED = [
+    (datetime.datetime(2026, 2, 3, 4, 5, 6, tzinfo=UTC), "2026-02-03T04:05:06Z"),
+    (
+        datetime.datetime(2026, 2, 3, 4, 5, 6, 1, tzinfo=UTC),
+        "2026-02-03T04:05:06.000001Z",
+    ),
+    (
+        datetime.datetime(2026, 2, 3, 4, 5, 6, tzinfo=PLUS_2),
+        "2026-02-03T04:05:06+02:00",
+    ),
+    (datetime.time(4, 5, 6, 120000), "04:05:06.120000"),
+    (datetime.date(2026, 2, 3), "2026-02-03"),
+    (datetime.timedelta(hours=1), "P0DT01H00M00S"),
+    (decimal.Decimal("1E+1"), "10"),
+    (decimal.Decimal("0E-8"), "0.00000000"),
+    (uuid.UUID(int=1), "00000000-0000-0000-0000-000000000001"),
+    (b"ab", "YWI="),
+]
+
+
+@pytest.mark.parametrize("value, expected", ENCODED)
+def test_the_encoder_and_to_json_safe_agree(value, expected):
+    assert serialize.to_json_safe(value) == expected
+    assert json.loads(json.dumps({"v": value}, cls=serialize.JSONEncoder)) == {
+        "v": expected
+    }
+
+
+def test_the_encoder_refuses_what_has_no_json_form():
+    with pytest.raises(TypeError):
+        json.dumps(object(), cls=serialize.JSONEncoder)

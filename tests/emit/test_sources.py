@@ -7,10 +7,20 @@ import re
 
 import pytest
 from django.db import transaction
+from django.db.models import F, Value
+from django.db.models.functions import Lower
 from django.db.models.signals import post_save
 
 from django_cloudevents_bridge import send_cloudevent
-from tests.testapp.models import Article, Choice, Profile, Question, Summary, Tag
+from tests.testapp.models import (
+    Article,
+    Choice,
+    Profile,
+    Question,
+    StoredForm,
+    Summary,
+    Tag,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -43,7 +53,7 @@ def test_post_save_event_has_the_seed_shape(sent_events):
         "data": {
             "id": question.pk,
             "question_text": "What's up?",
-            "pub_date": "2026-11-01T09:30:00+00:00",
+            "pub_date": "2026-11-01T09:30:00Z",
         },
         "signal_kwargs": {
             "created": True,
@@ -255,3 +265,98 @@ def test_reverse_m2m_sends_only_the_other_sides_pk(sent_events):
     assert event.get_data()["data"] == {"name": "secret-tag"}
     assert event.get_data()["signal_kwargs"]["reverse"] is True
     assert event.get_data()["signal_kwargs"]["pk_set"] == [str(article.pk)]
+
+
+# -- expressions: the stored value, never a repr ---------------------------------
+
+
+def test_an_f_expression_is_sent_as_the_value_it_stored(
+    sent_events, django_assert_num_queries
+):
+    question = make_question()
+    choice = Choice.objects.create(question=question, choice_text="Yes", votes=4)
+    sent_events.clear()
+    choice.votes = F("votes") + 1
+    with django_assert_num_queries(2):  # the UPDATE, then one read of votes
+        choice.save()
+
+    [event] = sent_events
+    assert event.get_data()["data"] == {
+        "id": choice.pk,
+        "question": question.pk,
+        "choice_text": "Yes",
+        "votes": 5,
+    }
+    assert "F(" not in str(event.get_data())
+    assert isinstance(choice.votes, type(F("votes") + 1))  # the instance is untouched
+
+
+def test_a_save_without_expressions_costs_no_query(
+    sent_events, django_assert_num_queries
+):
+    choice = Choice.objects.create(question=make_question(), choice_text="Yes")
+    choice.votes = 7
+    with django_assert_num_queries(1):  # the UPDATE only
+        choice.save()
+    assert sent_events[-1].get_data()["data"]["votes"] == 7
+
+
+def test_expressions_in_an_insert_and_functions(sent_events):
+    question = make_question()
+    choice = Choice.objects.create(
+        question=question, choice_text=Value("MiXed"), votes=Value(2) + 3
+    )
+    choice.choice_text = Lower("choice_text")
+    choice.save(update_fields=["choice_text"])
+
+    created, updated = (event.get_data()["data"] for event in sent_events[-2:])
+    assert (created["choice_text"], created["votes"]) == ("MiXed", 5)
+    assert (updated["choice_text"], updated["votes"]) == ("mixed", 5)
+
+
+def test_an_expression_that_cannot_be_read_back_is_left_out(sent_events):
+    choice = Choice.objects.create(question=make_question(), choice_text="Yes")
+    Choice.objects.filter(pk=choice.pk).delete()  # the row is gone: nothing to read
+    sent_events.clear()
+    choice.votes = F("votes") + 1
+    post_save.send(Choice, instance=choice, created=False, using="default")
+
+    [event] = sent_events
+    assert event.get_data()["data"] == {
+        "id": choice.pk,
+        "question": choice.question_id,
+        "choice_text": "Yes",
+    }
+
+
+def test_a_data_function_never_sends_an_expression(sent_events, settings):
+    settings.CLOUDEVENTS_MODELS = {
+        "testapp.Summary": {"data": "tests.emit.test_sources.with_expression"}
+    }
+    Summary.objects.create(title="hello")
+    [event] = sent_events
+    assert event.get_data()["data"] == {"title": "hello", "listed": [None]}
+
+
+def with_expression(instance, signal_kwargs):
+    return {"title": instance.title, "count": F("n") + 1, "listed": [F("n")]}
+
+
+def test_a_generated_field_and_a_database_default_are_sent_as_stored(
+    sent_events, django_assert_num_queries
+):
+    with django_assert_num_queries(2):  # the INSERT (RETURNING), one read-back
+        row = StoredForm.objects.create(price="1.25")
+    pk = row.pk
+    row.price = "2.5"
+    row.save()  # the instance keeps doubled as it was (unset): the row has 5.00
+    row = StoredForm.objects.get(pk=row.pk)
+    row.price = 4
+    row.save()  # now the instance holds a stale 5.00: the row has 8.00
+    row.delete()  # gone: nothing to read doubled from, and 5.00 is stale
+
+    created, updated, stale, deleted = (e.get_data()["data"] for e in sent_events)
+    assert created == {"id": pk, "price": "1.25", "doubled": "2.50", "label": "new"}
+    assert (updated["price"], updated["doubled"]) == ("2.50", "5.00")
+    assert (stale["price"], stale["doubled"]) == ("4.00", "8.00")
+    assert deleted == {"id": pk, "price": "4.00", "label": "new"}

@@ -97,7 +97,7 @@ def test_saving_emits_the_sources_events(emitted, commit):
     assert created.get_extension("sparkkey") == "tag.created:hot-news"
     assert created.get_data() == {}
     assert hot.get_type() == "tag.hot"
-    assert hot.get_data() == {"name": "hot-news", "at": "2026-11-01T09:30:00+00:00"}
+    assert hot.get_data() == {"name": "hot-news", "at": "2026-11-01T09:30:00Z"}
 
 
 def test_ids_are_derived_from_the_key_alone():

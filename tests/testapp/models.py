@@ -2,6 +2,13 @@
 
 import uuid
 
+from django.contrib.postgres.fields import (
+    ArrayField,
+    DateRangeField,
+    DateTimeRangeField,
+    DecimalRangeField,
+    IntegerRangeField,
+)
 from django.db import models
 from django.db.models.signals import m2m_changed, post_delete, post_save
 
@@ -114,3 +121,44 @@ class Everything(models.Model):
 
 post_save.connect(send_cloudevent, sender=Everything)
 m2m_changed.connect(send_cloudevent, sender=Article.tags.through)
+
+
+class StoredForm(models.Model):
+    """Values the database computes: a generated column and a database default."""
+
+    price = models.DecimalField(max_digits=8, decimal_places=2)
+    doubled = models.GeneratedField(
+        expression=models.F("price") * 2,
+        output_field=models.DecimalField(max_digits=10, decimal_places=2),
+        db_persist=True,
+    )
+    label = models.CharField(max_length=20, db_default="new")
+
+    def __str__(self) -> str:
+        return f"stored form {self.pk}"
+
+
+post_save.connect(send_cloudevent, sender=StoredForm)
+post_delete.connect(send_cloudevent, sender=StoredForm)
+
+
+class PostgresStoredForm(models.Model):
+    """PostgreSQL's own field types, whose event data must equal the stored row."""
+
+    decimals = ArrayField(
+        models.DecimalField(max_digits=6, decimal_places=2), null=True
+    )
+    integers = IntegerRangeField(null=True)
+    days = DateRangeField(null=True)
+    amounts = DecimalRangeField(null=True, default_bounds="[]")
+    moments = DateTimeRangeField(null=True)
+    clock = models.TimeField(null=True)
+
+    class Meta:
+        required_db_vendor = "postgresql"
+
+    def __str__(self) -> str:
+        return f"postgres stored form {self.pk}"
+
+
+post_save.connect(send_cloudevent, sender=PostgresStoredForm)
