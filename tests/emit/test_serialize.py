@@ -351,7 +351,8 @@ def test_postgres_fields_are_sent_as_stored(sent_events, attribute, value, expec
 
 
 def test_named_events_model_events_and_time_share_one_datetime_encoding(sent_events):
-    from django_cloudevents_bridge import events, log
+    from django_cloudevents_bridge import log
+    from django_cloudevents_bridge.bindings.jsonformat import to_json
 
     when = datetime.datetime(2026, 2, 3, 4, 5, 6, 789, tzinfo=UTC)
     log("testapp.Signup", {"email": "a@b.c", "at": when})
@@ -360,7 +361,7 @@ def test_named_events_model_events_and_time_share_one_datetime_encoding(sent_eve
     named, model = sent_events
     assert named.get_data()["at"] == "2026-02-03T04:05:06.000789Z"
     assert model.get_data()["data"]["pub_date"] == "2026-02-03T04:05:06.000789Z"
-    time = json.loads(events.to_json(model))["time"]
+    time = json.loads(to_json(model))["time"]
     assert time == serialize.rfc3339(model.get_time()) and time.endswith("Z")
 
 
