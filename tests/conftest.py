@@ -62,7 +62,9 @@ def http_sink(sink: Sink, settings, monkeypatch) -> Sink:
     monkeypatch.delenv("K_CE_OVERRIDES", raising=False)
     settings.CLOUDEVENTS_HANDLER = "http"
     settings.CLOUDEVENTS_HANDLER_OPTIONS = {
-        "timeout": (1.0, 1.0),
+        # Far above a loopback round trip, even on a loaded machine; the tests of
+        # the timeouts themselves set their own.
+        "timeout": (10.0, 10.0),
         "oidc_token_path": None,
     }
     return sink
