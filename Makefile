@@ -23,12 +23,17 @@ install: $(STAMP)  ## create the virtualenv (.venv) and install the package with
 demo: install  ## run the example project end to end on SQLite (ARGS=--serve keeps it up)
 	$(BIN)/python examples/polls/demo.py $(ARGS)
 
-test: test-sqlite test-postgres  ## run the whole suite on SQLite, then on PostgreSQL
+# Both halves run even when the first fails; the target fails if either did.
+test: install  ## run the whole suite on SQLite, then on PostgreSQL
+	@failed=; \
+	$(MAKE) --no-print-directory test-sqlite || failed="$$failed SQLite"; \
+	$(MAKE) --no-print-directory test-postgres || failed="$$failed PostgreSQL"; \
+	if [ -n "$$failed" ]; then echo "make test: failed on$$failed" >&2; exit 1; fi
 
-test-sqlite: install
+test-sqlite: install  ## the suite on SQLite only
 	$(PYTEST) -m "not postgres" $(ARGS)
 
-test-postgres: install
+test-postgres: install  ## the suite on PostgreSQL only (PGHOST, PGPORT, PGUSER, ...)
 	DATABASE=postgres $(PYTEST) $(ARGS)
 
 cov: install  ## the suite on SQLite with a branch-coverage report

@@ -79,7 +79,7 @@ class PubSub:
         )
         return self.subscription
 
-    def pull(self, count: int, timeout: float = 5.0) -> list:
+    def pull(self, count: int, timeout: float = 30.0) -> list:
         """Exactly ``count`` messages, acknowledged; fails on fewer or more."""
         messages: list = []
         deadline = time.monotonic() + timeout

@@ -22,6 +22,7 @@ class OneShotServer:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.requests: list[bytes] = []
+        self.closed = threading.Semaphore(0)  # released as each connection closes
         self.thread = threading.Thread(target=self.serve, daemon=True)
         self.thread.start()
 
@@ -45,6 +46,7 @@ class OneShotServer:
                 self.requests.append(head)
                 connection.sendall(ACCEPTED_RAW)
                 time.sleep(0.05)  # the close reaches the client while it is idle
+            self.closed.release()
 
     def close(self) -> None:
         self.listener.close()

@@ -22,5 +22,5 @@ if os.environ.get("RELAY_SQLITE"):
 CLOUDEVENTS_DELIVERY = "outbox"
 CLOUDEVENTS_HANDLER = "http"
 # A read timeout longer than any hold the tests put on the sink.
-CLOUDEVENTS_HANDLER_OPTIONS = {"timeout": (2.0, 15.0), "oidc_token_path": None}
+CLOUDEVENTS_HANDLER_OPTIONS = {"timeout": (10.0, 15.0), "oidc_token_path": None}
 CLOUDEVENTS_OUTBOX = json.loads(os.environ.get("RELAY_OUTBOX") or "{}")

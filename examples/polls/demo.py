@@ -4,8 +4,10 @@ It migrates a fresh SQLite database, starts the project under gunicorn on a free
 loopback port with K_SINK pointing at the project's own receiver (standing in for
 the Knative broker), starts the outbox relay, creates and edits questions and casts
 votes over real HTTP, then prints every event the receiver took (like Knative's
-event-display) and a one-line summary. Nothing is left running. With --serve it
-keeps serving (admin user "admin", password "admin") until Ctrl-C.
+event-display) and a one-line summary. With --serve it keeps serving (admin user
+"admin", password "admin") until Ctrl-C or SIGTERM. However it ends (done, failed,
+Ctrl-C, SIGTERM, SIGHUP), nothing is left running and its temporary directory is
+removed.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -32,25 +35,46 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class Stopped(Exception):
+    """SIGTERM or SIGHUP: unwind like Ctrl-C does, so that the clean-up runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def on_signal(signum: int, frame: object) -> None:
+    raise Stopped(signum)
+
+
 def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        args,
-        cwd=HERE,
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group: stopped as one
-    )
+    with log.open("wb") as output:
+        return subprocess.Popen(
+            args,
+            cwd=HERE,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stopped as one
+        )
 
 
 def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
+    """Stop the process's whole group (gunicorn's workers too), gently first."""
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(10)
+    with contextlib.suppress(ProcessLookupError):  # whatever outlived the leader
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def show_logs(workdir: Path) -> None:
+    """The end of each server log, before the directory goes."""
+    for log in sorted(workdir.glob("*.log")):
+        lines = log.read_text(errors="replace").splitlines()[-20:]
+        print(f"demo: the end of {log.name}:", *lines, sep="\n  ", file=sys.stderr)
 
 
 def wait_until(condition, timeout: float, what: str) -> None:
@@ -134,7 +158,34 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=0)
     options = parser.parse_args()
 
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, on_signal)
     workdir = Path(tempfile.mkdtemp(prefix="dce-demo-"))
+    children: list[subprocess.Popen] = []
+    status = 1
+    try:
+        status = run(options, workdir, children)
+    except (KeyboardInterrupt, Stopped) as stopped:
+        name = stopped.args[0] if isinstance(stopped, Stopped) else "SIGINT"
+        signum = stopped.signum if isinstance(stopped, Stopped) else signal.SIGINT
+        print(f"demo: stopped by {name}", file=sys.stderr)
+        status = 128 + signum
+    finally:
+        # A second signal must not cut the clean-up short.
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
+        for process in reversed(children):
+            stop(process)
+        if status == 1:  # failed (not stopped): say why before the logs go
+            show_logs(workdir)
+        shutil.rmtree(workdir, ignore_errors=True)
+    return status
+
+
+def run(
+    options: argparse.Namespace, workdir: Path, children: list[subprocess.Popen]
+) -> int:
+    """The demo itself; every process it starts goes into ``children``."""
     port = options.port or free_port()
     base = f"http://127.0.0.1:{port}"
     env = {
@@ -167,51 +218,54 @@ def main() -> int:
         env,
         workdir / "gunicorn.log",
     )
-    relay = start(
-        [*manage, "cloudevents_relay", "--interval", "0.2"], env, workdir / "relay.log"
+    children.append(server)
+    children.append(
+        start(
+            [*manage, "cloudevents_relay", "--interval", "0.2"],
+            env,
+            workdir / "relay.log",
+        )
     )
-    try:
-        wait_until(lambda: answering(base), 30, "gunicorn to answer")
-        votes = exercise(base)
-        print(f"demo: created 3 questions, edited 1, cast {votes} votes, deleted 1")
+    wait_until(lambda: answering(base), 30, "gunicorn to answer")
+    votes = exercise(base)
+    print(f"demo: created 3 questions, edited 1, cast {votes} votes, deleted 1")
 
-        import sqlite3
+    import sqlite3
 
-        def settled() -> bool:
-            with sqlite3.connect(workdir / "db.sqlite3", timeout=20) as db:
-                pending = db.execute(
-                    "SELECT COUNT(*) FROM django_cloudevents_bridge_outboxevent "
-                    "WHERE status != 'delivered'"
-                ).fetchone()[0]
-                emitted = db.execute(
-                    "SELECT COUNT(*) FROM django_cloudevents_bridge_outboxevent"
-                ).fetchone()[0]
-                seen = db.execute("SELECT COUNT(*) FROM polls_seenevent").fetchone()[0]
-            return pending == 0 and seen == emitted
+    def settled() -> bool:
+        with sqlite3.connect(workdir / "db.sqlite3", timeout=20) as db:
+            pending = db.execute(
+                "SELECT COUNT(*) FROM django_cloudevents_bridge_outboxevent "
+                "WHERE status != 'delivered'"
+            ).fetchone()[0]
+            emitted = db.execute(
+                "SELECT COUNT(*) FROM django_cloudevents_bridge_outboxevent"
+            ).fetchone()[0]
+            seen = db.execute("SELECT COUNT(*) FROM polls_seenevent").fetchone()[0]
+        return pending == 0 and seen == emitted
 
-        wait_until(settled, 60, "every event to be delivered and handled")
-        ok = report()
-        if options.serve:
-            subprocess.run(
-                [
-                    *manage,
-                    "shell",
-                    "-c",
-                    "from django.contrib.auth.models import User;"
-                    "User.objects.filter(username='admin').exists() or "
-                    "User.objects.create_superuser('admin', '', 'admin')",
-                ],
-                cwd=HERE,
-                env=env,
-                check=True,
-            )
-            print(f"demo: serving {base}/admin/ (admin/admin); Ctrl-C stops")
-            with contextlib.suppress(KeyboardInterrupt):
-                server.wait()
-        return 0 if ok else 1
-    finally:
-        stop(relay)
-        stop(server)
+    wait_until(settled, 60, "every event to be delivered and handled")
+    ok = report()
+    if options.serve:
+        subprocess.run(
+            [
+                *manage,
+                "shell",
+                "-v",
+                "0",
+                "-c",
+                "from django.contrib.auth.models import User;"
+                "User.objects.filter(username='admin').exists() or "
+                "User.objects.create_superuser('admin', '', 'admin')",
+            ],
+            cwd=HERE,
+            env=env,
+            check=True,
+        )
+        print(f"demo: serving {base}/admin/ (admin/admin); Ctrl-C stops")
+        with contextlib.suppress(KeyboardInterrupt, Stopped):
+            server.wait()
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ from __future__ import annotations
 import http.client
 import socket
 import threading
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -46,7 +45,7 @@ def test_a_keep_alive_connection_the_sink_closed_is_replaced(one_shot):
     pool = _http11.Pool(f"http://127.0.0.1:{one_shot.port}/", (1.0, 1.0), None)
     for _ in range(3):
         assert pool.post({"ce-type": "t"}, b"")[0] == 202
-        time.sleep(0.1)  # the server has closed this connection by now
+        assert one_shot.closed.acquire(timeout=30)  # the server closed it
     pool.close()
     assert len(one_shot.requests) == 3
     assert all(head.startswith(b"POST / HTTP/1.1") for head in one_shot.requests)

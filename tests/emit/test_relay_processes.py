@@ -336,8 +336,8 @@ def test_two_relays_at_once_send_each_event_once_in_subject_order(
 def test_a_slow_sink_does_not_make_two_live_relays_send_twice(
     outbox_settings, sink, shared_db, relays
 ):
-    # One busy object with 20 pending changes and a sink answering in 0.1 s: one
-    # relay needs ~2 s for them, twice its 1 s lease. Its heartbeat keeps the
+    # One busy object with 20 pending changes and a sink answering in 0.2 s: one
+    # relay needs ~4 s for them, twice its 2 s lease. Its heartbeat keeps the
     # lease, so the second relay never takes those rows while they are sent.
     question = Question.objects.create(question_text="v0", pub_date=NOW)
     with transaction.atomic():
@@ -346,12 +346,12 @@ def test_a_slow_sink_does_not_make_two_live_relays_send_twice(
             question.save()
     rows = list(OutboxEvent.objects.order_by("pk"))
     shared_db.publish()
-    sink.faults.extend([Fault(delay=0.1)] * 200)
-    first = relays.start(**{**FAST, "LEASE": 1.0})
+    sink.faults.extend([Fault(delay=0.2)] * 200)
+    first = relays.start(**{**FAST, "LEASE": 2.0})
     relays.until(lambda: sink.attempts >= 1)
-    second = relays.start(**{**FAST, "LEASE": 1.0})
-    relays.until(lambda: sink.distinct() == len(rows), timeout=20)
-    time.sleep(1.2)  # longer than a lease: time for a second relay to resend
+    second = relays.start(**{**FAST, "LEASE": 2.0})
+    relays.until(lambda: sink.distinct() == len(rows), timeout=30)
+    time.sleep(2.2)  # longer than a lease: time for a second relay to resend
     for relay in (first, second):
         relay.send(signal.SIGTERM)
     assert [relay.wait() for relay in (first, second)] == [0, 0]
