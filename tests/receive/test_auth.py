@@ -24,6 +24,7 @@ from typing import Any
 
 import jwt
 import pytest
+import requests
 import trustme
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -32,6 +33,7 @@ from django.test import Client
 from django_cloudevents_bridge import checks as bridge_checks
 from django_cloudevents_bridge import conf
 from django_cloudevents_bridge.receive import auth
+from tests import server as e2e
 
 pytestmark = pytest.mark.django_db
 
@@ -559,6 +561,47 @@ def test_a_trickling_issuer_is_cut_off_by_the_fetch_deadline(
     assert response["Retry-After"] == "5"
     assert oidc.hung_up.wait(30)  # the receiver left before the body was whole
     assert "no answer within 0.5 s (total)" in caplog.text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_trickling_issuer_does_not_hold_gunicorns_workers(
+    django_db_setup, tmp_path, issuer, keys
+):
+    # 100 pieces, one every 0.5 s: 50 s for the JWKS, beyond gunicorn's 30 s
+    # timeout and the client's 20 s; the deadline is 1 s.
+    issuer.trickle = 0.5
+    options = {
+        "OIDC_ISSUER": issuer.url,
+        "OIDC_AUDIENCE": AUDIENCE,
+        "OIDC_FETCH_TIMEOUT": 1,
+    }
+    server = e2e.Server(
+        tmp_path,
+        e2e.SharedDatabase(tmp_path),
+        environment={"E2E_RECEIVER": json.dumps(options)},
+    ).start()
+    token = mint(keys.rsa, issuer.url)
+    try:
+        for _ in range(4):  # each worker fetches once, then remembers the failure
+            response = requests.post(
+                f"{server.url}/cloudevents/",
+                data=b"{}",
+                headers={
+                    "Authorization": f"Bearer {token}",
+                    "Content-Type": "application/json",
+                    "ce-specversion": "1.0",
+                    "ce-id": uuid.uuid4().hex,
+                    "ce-source": "/tests",
+                    "ce-type": "t",
+                },
+                timeout=20,
+            )
+            assert response.status_code == 503, server.tail()
+            assert response.headers["Retry-After"] in {"1", "2", "3", "4", "5"}
+    finally:
+        server.stop()
+    assert issuer.hung_up.wait(30)
+    assert "no answer within 1 s (total)" in server.log.read_text()
 
 
 def test_a_failed_fetch_is_remembered_for_a_few_seconds(oidc, keys, clock):
