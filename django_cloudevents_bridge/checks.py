@@ -268,6 +268,12 @@ def auth_problems(options: dict[str, Any]) -> list[str]:
         and all(isinstance(item, str) for item in subjects)
     ):
         found.append("OIDC_SUBJECTS must be a list of strings (or None)")
+    for key in ("OIDC_FETCH_TIMEOUT", "OIDC_STALE_SECONDS"):
+        value = options[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            found.append(f"{key} must be a number of seconds")
+        elif key == "OIDC_FETCH_TIMEOUT" and not value:
+            found.append(f"{key} must be more than 0")
     for key in ("OIDC_CA_FILE", "OIDC_TOKEN_FILE"):
         path = options[key]
         if path and path != conf.RECEIVER_DEFAULTS[key] and not os.path.exists(path):

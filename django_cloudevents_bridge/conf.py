@@ -152,6 +152,10 @@ RECEIVER_DEFAULTS: dict[str, Any] = {
     # roots, and a bearer token (sent over https; by default only to the API server).
     "OIDC_CA_FILE": "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
     "OIDC_TOKEN_FILE": "/var/run/secrets/kubernetes.io/serviceaccount/token",
+    # Seconds for the whole discovery + JWKS fetch; and how long after a fetch its
+    # keys are still used while the issuer fails (they are refetched after 300 s).
+    "OIDC_FETCH_TIMEOUT": 5.0,
+    "OIDC_STALE_SECONDS": 3600.0,
 }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from django.core.exceptions import (
     ImproperlyConfigured,
     PermissionDenied,
@@ -89,6 +91,10 @@ class AuthUnavailable(BridgeError, OSError):
     """The issuer's discovery document or keys could not be fetched: 503, retry."""
 
     status = 503
+
+    def __init__(self, reason: str, *, retry_after: float = 5) -> None:
+        self.retry_after = max(1, math.ceil(retry_after))  # whole seconds, for HTTP
+        super().__init__(reason)
 
 
 class ValidationError(BridgeError, DjangoValidationError):

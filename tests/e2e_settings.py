@@ -5,6 +5,7 @@ The test settings on the test's own database: the PostgreSQL test database when
 ``E2E_SQLITE`` (the test process copies its in-memory database there and back).
 """
 
+import json
 import os
 
 from tests.settings import *  # noqa: F403
@@ -19,3 +20,6 @@ if os.environ.get("E2E_SQLITE"):
             "OPTIONS": {"timeout": 20},
         }
     }
+
+if os.environ.get("E2E_RECEIVER"):  # a test's CLOUDEVENTS_RECEIVER, as JSON
+    CLOUDEVENTS_RECEIVER = json.loads(os.environ["E2E_RECEIVER"])

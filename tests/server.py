@@ -125,6 +125,7 @@ class Server:
     database: SharedDatabase
     workers: int = 2
     threads: int = 8
+    environment: dict[str, str] = field(default_factory=dict)  # for the settings
     process: subprocess.Popen | None = None
     url: str = ""
 
@@ -145,6 +146,7 @@ class Server:
             ),
             PYTHONUNBUFFERED="1",
             **self.database.env(),
+            **self.environment,
         )
         command = [
             sys.executable,

@@ -67,6 +67,7 @@ class Fault:
     drop: bool = False  # close the connection without answering
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
+    echo: tuple[str, ...] = ()  # headers of the request shown in the body
 
 
 class Sink:
@@ -143,7 +144,10 @@ class Sink:
                     self.close_connection = True
                     return
                 if fault and fault.status:
-                    self._answer(fault.status, fault.headers, fault.body)
+                    body = fault.body
+                    for name in fault.echo:  # as some error pages show them
+                        body += f"{name}: {self.headers.get(name)}\n".encode()
+                    self._answer(fault.status, fault.headers, body)
                     return
                 headers = dict(self.headers)
                 if sink.batches and is_batch(headers):

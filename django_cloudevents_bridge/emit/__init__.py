@@ -21,6 +21,7 @@ from .. import conf
 from .. import events as ce
 from ..events import CloudEvent
 from ..exceptions import DeliveryError
+from ..redact import redact
 from .handlers import BaseHandler, get_handler
 
 logger = logging.getLogger("django_cloudevents_bridge")
@@ -82,7 +83,7 @@ def deliver(events: Sequence[CloudEvent]) -> int:
                 "CloudEvent %s (%s) not delivered: %s",
                 event.get_id(),
                 event.get_type(),
-                err.reason if event is failed else "an earlier event failed",
+                redact(err.reason) if event is failed else "an earlier event failed",
             )
     except Exception:
         logger.exception(

@@ -33,6 +33,7 @@ from .. import conf, signals
 from ..exceptions import DeliveryError
 from ..models import OutboxEvent
 from ..models.outbox import OutboxEventQuerySet
+from ..redact import redact
 from ._sending import Outcome, in_daemon_thread, send_group
 from .handlers import BaseHandler
 
@@ -319,7 +320,8 @@ class Relay:
         )
         delay = retry_delay(attempts, error.retry_after, self.options)
         retry_at = None if park else now + timedelta(seconds=delay)
-        if not self._outbox().mark_failed(row, error.reason, retry_at):
+        reason = redact(error.reason)  # a handler's words: no credential
+        if not self._outbox().mark_failed(row, reason, retry_at):
             return False  # the lease ran out: the row is another relay's now
         if park:
             logger.error(
@@ -327,7 +329,7 @@ class Relay:
                 row.event_id,
                 attempts,
                 " (the sink refuses it for good)" if error.permanent else "",
-                error.reason,
+                reason,
             )
             self._notify(signals.event_parked, row)
         else:
@@ -336,7 +338,7 @@ class Relay:
                 row.event_id,
                 attempts,
                 delay,
-                error.reason,
+                reason,
             )
         return park
 

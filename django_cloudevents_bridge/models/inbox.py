@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from ..bindings import jsonformat
 from ..events import CloudEvent
+from ..redact import redact
 from ._inbox_sql import statements, upserts
 
 
@@ -180,7 +181,7 @@ class TargetRunQuerySet(models.QuerySet["TargetRun"]):
         runs.exclude(status=TargetRun.Status.DONE).update(
             status=TargetRun.Status.FAILED,
             attempts=F("attempts") + 1,
-            error=f"{type(error).__name__}: {error}"[:2000],
+            error=redact(f"{type(error).__name__}: {error}")[:2000],
             updated_at=timezone.now(),
         )
 

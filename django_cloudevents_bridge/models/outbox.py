@@ -11,6 +11,7 @@ from django.db import connections, models, router, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from ..redact import redact
 from . import _outbox_sql
 
 
@@ -166,7 +167,7 @@ class OutboxEventQuerySet(models.QuerySet["OutboxEvent"]):
         park = retry_at is None
         changes = {
             "attempts": row.attempts + 1,
-            "last_error": reason[:2000],
+            "last_error": redact(reason)[:2000],  # a handler's words: no credential
             "locked_until": None,
             "status": Status.PARKED if park else Status.PENDING,
             "next_attempt_at": timezone.now() if retry_at is None else retry_at,

@@ -68,8 +68,10 @@ class ReceiverView(View):
             return problem(401, str(err), WWW_Authenticate=err.challenge)
         except PermissionDenied as err:
             return problem(403, str(err) or "forbidden")
-        except AuthUnavailable:
-            return problem(503, "authentication unavailable", Retry_After="5")
+        except AuthUnavailable as err:
+            return problem(
+                503, "authentication unavailable", Retry_After=str(err.retry_after)
+            )
         reports: list[dispatch.Report] = []
         try:
             for event in received:

@@ -24,6 +24,7 @@ from typing import Any
 
 import jwt
 import pytest
+import requests
 import trustme
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -32,6 +33,7 @@ from django.test import Client
 from django_cloudevents_bridge import checks as bridge_checks
 from django_cloudevents_bridge import conf
 from django_cloudevents_bridge.receive import auth
+from tests import server as e2e
 
 pytestmark = pytest.mark.django_db
 
@@ -53,6 +55,11 @@ class Issuer:
         self.documents: dict[str, bytes] = {}  # path -> body served instead
         self.hits: Counter[str] = Counter()
         self.delay = 0.0  # seconds before each answer
+        self.down = False  # answer 503 to everything
+        self.gate: threading.Event | None = None  # /keys waits for it to be set
+        self.at_gate = threading.Event()  # set while /keys waits for the gate
+        self.trickle: float | None = None  # /keys: seconds between its 100 pieces
+        self.hung_up = threading.Event()  # the client left before the whole body
         self.authorization: list[str | None] = []
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self.server.daemon_threads = True
@@ -85,6 +92,12 @@ class Issuer:
                 issuer.hits[self.path] += 1
                 time.sleep(issuer.delay)
                 issuer.authorization.append(self.headers.get("Authorization"))
+                if issuer.down:
+                    self.send_error(503)
+                    return
+                if self.path == "/keys" and issuer.gate is not None:
+                    issuer.at_gate.set()
+                    issuer.gate.wait()
                 body = issuer.documents.get(self.path)
                 if body is None and self.path == "/.well-known/openid-configuration":
                     document = {
@@ -101,7 +114,20 @@ class Issuer:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                if self.path == "/keys" and issuer.trickle is not None:
+                    self._trickle(body, issuer.trickle)
+                else:
+                    self.wfile.write(body)
+
+            def _trickle(self, body: bytes, interval: float) -> None:
+                size = -(-len(body) // 100)
+                try:
+                    for start in range(0, len(body), size):
+                        self.wfile.write(body[start : start + size])
+                        self.wfile.flush()
+                        time.sleep(interval)
+                except OSError:
+                    issuer.hung_up.set()
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -479,14 +505,209 @@ def test_an_unreachable_issuer_is_our_transient_failure(settings, keys):
             "/.well-known/openid-configuration",
             b'{"issuer": "x", "jwks_uri": "file:///etc/passwd"}',
         ),
+        ("/.well-known/openid-configuration", b'["issuer", "jwks_uri"]'),
+        ("/.well-known/openid-configuration", b"[" * 100_000 + b"]" * 100_000),
         ("/keys", b'{"no": "keys"}'),
         ("/keys", b"x" * (auth.MAX_DOCUMENT + 1)),
+        ("/keys", b'{"keys": "abc"}'),
+        ("/keys", b'{"keys": [null]}'),
+        ("/keys", b'{"keys": {"kty": "RSA"}}'),
+        ("/keys", b'{"keys": ["RSA"]}'),
+        ("/keys", b"null"),
+        ("/keys", b'"keys"'),
+        ("/keys", b'{"keys": ' * 50_000 + b"[]" + b"}" * 50_000),
+        ("/keys", b'{"keys": [{"kty": {"RSA": 1}, "n": [], "e": null}]}'),
     ],
-    ids=["not-json", "no-jwks-uri", "wrong-types", "file-uri", "no-keys", "huge"],
+    ids=[
+        "not-json",
+        "no-jwks-uri",
+        "wrong-types",
+        "file-uri",
+        "discovery-a-list",
+        "discovery-deeply-nested",
+        "no-keys",
+        "huge",
+        "keys-a-string",
+        "keys-null",
+        "keys-an-object",
+        "key-a-string",
+        "jwks-null",
+        "jwks-a-string",
+        "jwks-deeply-nested",
+        "key-of-wrong-types",
+    ],
 )
-def test_a_broken_issuer_is_503(oidc, keys, path, body):
+def test_a_broken_issuer_is_503_with_retry_after(oidc, keys, path, body):
     oidc.documents[path] = body
-    assert post(mint(keys.rsa, oidc.url)).status_code == 503
+    response = post(mint(keys.rsa, oidc.url))
+    if body.startswith(b'{"keys": [{"kty": {'):
+        # A JWKS of the right shape whose only key is unusable: no such key.
+        assert response.status_code == 401
+        return
+    assert response.status_code == 503
+    assert response["Retry-After"] == "5"
+    assert reason(response) == "authentication unavailable"
+
+
+def test_a_trickling_issuer_is_cut_off_by_the_fetch_deadline(
+    settings, oidc, keys, caplog
+):
+    # 100 pieces, one every 0.1 s: 10 s for the JWKS, twenty times the deadline;
+    # no single read waits longer than 0.1 s, so only a total deadline ends it.
+    settings.CLOUDEVENTS_RECEIVER["OIDC_FETCH_TIMEOUT"] = 0.5
+    oidc.trickle = 0.1
+    response = post(mint(keys.rsa, oidc.url))
+    assert response.status_code == 503
+    assert response["Retry-After"] == "5"
+    assert oidc.hung_up.wait(30)  # the receiver left before the body was whole
+    assert "no answer within 0.5 s (total)" in caplog.text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_trickling_issuer_does_not_hold_gunicorns_workers(
+    django_db_setup, tmp_path, issuer, keys
+):
+    # 100 pieces, one every 0.5 s: 50 s for the JWKS, beyond gunicorn's 30 s
+    # timeout and the client's 20 s; the deadline is 1 s.
+    issuer.trickle = 0.5
+    options = {
+        "OIDC_ISSUER": issuer.url,
+        "OIDC_AUDIENCE": AUDIENCE,
+        "OIDC_FETCH_TIMEOUT": 1,
+    }
+    server = e2e.Server(
+        tmp_path,
+        e2e.SharedDatabase(tmp_path),
+        environment={"E2E_RECEIVER": json.dumps(options)},
+    ).start()
+    token = mint(keys.rsa, issuer.url)
+    try:
+        for _ in range(4):  # each worker fetches once, then remembers the failure
+            response = requests.post(
+                f"{server.url}/cloudevents/",
+                data=b"{}",
+                headers={
+                    "Authorization": f"Bearer {token}",
+                    "Content-Type": "application/json",
+                    "ce-specversion": "1.0",
+                    "ce-id": uuid.uuid4().hex,
+                    "ce-source": "/tests",
+                    "ce-type": "t",
+                },
+                timeout=20,
+            )
+            assert response.status_code == 503, server.tail()
+            assert response.headers["Retry-After"] in {"1", "2", "3", "4", "5"}
+    finally:
+        server.stop()
+    assert issuer.hung_up.wait(30)
+    assert "no answer within 1 s (total)" in server.log.read_text()
+
+
+def test_a_failed_fetch_is_remembered_for_a_few_seconds(oidc, keys, clock):
+    oidc.documents["/keys"] = b'{"keys": "abc"}'
+    token = mint(keys.rsa, oidc.url)
+    response = post(token)
+    assert (response.status_code, response["Retry-After"]) == (503, "5")
+    clock.advance(auth.FAILURE_SECONDS - 1)
+    response = post(token)  # answered from the failure, not from the issuer
+    assert (response.status_code, response["Retry-After"]) == (503, "1")
+    assert oidc.hits == {"/.well-known/openid-configuration": 1, "/keys": 1}
+    del oidc.documents["/keys"]
+    clock.advance(1)
+    assert post(token).status_code == 202
+    assert oidc.hits["/keys"] == 2
+
+
+def test_concurrent_requests_behind_a_failing_fetch_do_not_fetch_again(oidc, keys):
+    oidc.delay = 0.1
+    oidc.down = True
+    options = conf.receiver()
+    start = threading.Barrier(8)
+    failed: list[int] = []
+
+    def verify() -> None:
+        start.wait()
+        try:
+            auth.signing_keys(options, keys.rsa.kid, "RS256")
+        except auth.AuthUnavailable as err:
+            failed.append(err.retry_after)
+
+    threads = [threading.Thread(target=verify) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(failed) == 8
+    assert oidc.hits == {"/.well-known/openid-configuration": 1}
+
+
+def test_keys_in_hand_are_used_while_the_issuer_is_down(settings, oidc, keys, clock):
+    settings.CLOUDEVENTS_RECEIVER["OIDC_STALE_SECONDS"] = 1800
+    token = mint(keys.rsa, oidc.url)
+    assert post(token).status_code == 202
+    oidc.down = True
+    clock.advance(auth.CACHE_SECONDS)
+    assert post(token).status_code == 202  # the fetch failed: the keys in hand
+    assert oidc.hits["/.well-known/openid-configuration"] == 2
+    # A key they lack may be the issuer's new one: that needs the issuer.
+    response = post(mint(keys.rotated, oidc.url))
+    assert (response.status_code, response["Retry-After"]) == (503, "5")
+    clock.advance(1800 - auth.CACHE_SECONDS - 1)
+    assert post(token).status_code == 202
+    clock.advance(1)  # the keys are 1800 s old: no longer used
+    response = post(token)
+    # The issuer failed a second ago (the fetch of the request before).
+    assert (response.status_code, response["Retry-After"]) == (503, "4")
+    oidc.down = False
+    clock.advance(auth.FAILURE_SECONDS)
+    assert post(token).status_code == 202
+
+
+def test_keys_in_hand_do_not_wait_for_a_slow_fetch(settings, oidc, keys, clock):
+    settings.CLOUDEVENTS_RECEIVER["OIDC_FETCH_TIMEOUT"] = 30
+    token = mint(keys.rsa, oidc.url)
+    assert post(token).status_code == 202
+    clock.advance(auth.CACHE_SECONDS)
+    oidc.gate = threading.Event()
+    options = conf.receiver()
+    fetched: list[Any] = []
+    fetching = threading.Thread(
+        target=lambda: fetched.append(auth.signing_keys(options, "rsa-1", "RS256"))
+    )
+    fetching.start()
+    try:
+        assert oidc.at_gate.wait(30)  # that thread is fetching the keys
+        assert post(token).status_code == 202
+        assert fetching.is_alive()  # answered without waiting for that fetch
+    finally:
+        oidc.gate.set()
+        fetching.join(30)
+    assert [len(found) for _issuer, found in fetched] == [1]
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"exp": str(int(time.time()) + 600)},
+        {"nbf": str(int(time.time()))},
+        {"iat": str(int(time.time()))},
+        {"iat": True},
+        {"nbf": False},
+        {"exp": {"$date": 1}},
+    ],
+    ids=["exp-string", "nbf-string", "iat-string", "iat-true", "nbf-false", "exp-obj"],
+)
+def test_a_time_claim_that_is_not_a_number_is_401(oidc, keys, claims):
+    response = post(mint(keys.rsa, oidc.url, **claims))
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == 'Bearer error="invalid_token"'
+
+
+def test_time_claims_may_be_fractional(oidc, keys):
+    now = time.time()
+    token = mint(keys.rsa, oidc.url, iat=now, nbf=now, exp=now + 600.5)
+    assert post(token).status_code == 202
 
 
 # --- HTTPS, the cluster CA and the discovery token ----------------------------
@@ -689,6 +910,22 @@ def test_configured_auth_passes_the_checks(settings, options):
                 "OIDC_CA_FILE": "/no/such/ca.crt",
             },
             "OIDC_CA_FILE '/no/such/ca.crt' does not exist",
+        ),
+        (
+            {
+                "OIDC_ISSUER": "https://kubernetes.default.svc",
+                "OIDC_AUDIENCE": AUDIENCE,
+                "OIDC_FETCH_TIMEOUT": 0,
+            },
+            "OIDC_FETCH_TIMEOUT must be more than 0",
+        ),
+        (
+            {
+                "OIDC_ISSUER": "https://kubernetes.default.svc",
+                "OIDC_AUDIENCE": AUDIENCE,
+                "OIDC_STALE_SECONDS": "3600",
+            },
+            "OIDC_STALE_SECONDS must be a number of seconds",
         ),
     ],
 )

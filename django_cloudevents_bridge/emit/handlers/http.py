@@ -25,6 +25,7 @@ from ...bindings.http import to_http
 from ...bindings.jsonformat import BATCH_JSON, from_json, to_json
 from ...events import CloudEvent
 from ...exceptions import DeliveryError
+from ...redact import redact, sent_credentials
 from .base import BaseHandler
 
 logger = logging.getLogger("django_cloudevents_bridge")
@@ -185,6 +186,9 @@ class Handler(BaseHandler):
                     "the OIDC token file holds an invalid token", event_id=event_id
                 )
             headers["Authorization"] = f"Bearer {token}"
+        # What this request carries that a sink's error page may echo: never in
+        # a reason, which is logged and stored (last_error).
+        secrets = [token, *sent_credentials(self.headers)]
         try:
             request = self._template(sink)
             pool = self._pool(request)
@@ -195,14 +199,21 @@ class Handler(BaseHandler):
                     request, headers, body
                 )
         except requests.RequestException as err:
-            raise DeliveryError(_proxy.describe(err), event_id=event_id) from err
+            raise DeliveryError(
+                redact(_proxy.describe(err), secrets), event_id=event_id
+            ) from err
         except BadHeader as err:
-            raise DeliveryError(str(err), event_id=event_id, permanent=True) from err
+            raise DeliveryError(
+                redact(str(err), secrets), event_id=event_id, permanent=True
+            ) from err
         except (OSError, http.client.HTTPException) as err:
-            raise DeliveryError(describe(err), event_id=event_id) from err
+            raise DeliveryError(
+                redact(describe(err), secrets), event_id=event_id
+            ) from err
         if not 200 <= status < 300:
             raise DeliveryError(
-                f"HTTP {status} {reason or ''}".rstrip() + _excerpt(text),
+                f"HTTP {status} {redact(reason or '', secrets)}".rstrip()
+                + _excerpt(text, secrets),
                 event_id=event_id,
                 # Retry-After means "later" only on these (RFC 9110 10.2.3).
                 retry_after=retry_after(retry) if status in (429, 503) else None,
@@ -381,8 +392,10 @@ def retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def _excerpt(text: str, limit: int = 200) -> str:
-    text = " ".join(text.split())
+def _excerpt(text: str, secrets: Sequence[str | None], limit: int = 200) -> str:
+    """The start of a sink's error page, on one line, without credentials."""
+    # Redacted before it is cut: a cut could leave a credential's start behind.
+    text = redact(" ".join(text[: limit * 20].split()), secrets)
     if not text:
         return ""
     return ": " + (text if len(text) <= limit else text[:limit] + "...")
