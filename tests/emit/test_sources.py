@@ -171,7 +171,7 @@ def test_nothing_is_sent_before_commit_and_inner_rollback_is_dropped(sent_events
     assert sent_events[0].get_subject().endswith(f"/{kept.pk}")
 
 
-def test_password_like_fields_are_never_sent(sent_events, settings, caplog):
+def test_password_like_fields_are_never_sent(sent_events, caplog):
     serialize._plan.cache_clear()
     serialize._reported.clear()
     Profile.objects.create(
