@@ -39,16 +39,37 @@ def _setting(name: str, default: Any = None) -> Any:
 DEFAULT_ENV = {"SINK_VAR": "K_SINK", "SOURCE_VAR": "K_SOURCE"}
 DELIVERY_MODES = ("outbox", "on_commit")
 
-# Field names (fnmatch patterns, case-insensitive) that are never sent, whatever a
-# project configures: a password hash or an API token must not leave the database.
+# Keys never sent, whatever a project configures: a password hash or an API token
+# must not leave the database. A key is split into words (serialize.words). A
+# word entry matches one word, or adjacent words run together ("apikey": api_key,
+# apiKey, X-Api-Key); an entry holding "*" is an fnmatch glob, matched against the
+# whole key and against each of its words (see serialize.is_sensitive).
 ALWAYS_SENSITIVE = (
-    "*password*",
+    "*password*",  # anywhere: userpassword, password_hash; no false friend
     "*passwd*",
-    "*secret*",
-    "*token*",
-    "*api_key*",
     "*apikey*",
-    "*private_key*",
+    "*privatekey*",
+    "*token",  # ending a word: token, accessToken, usertoken; not tokens_used
+    "*secret",  # client_secret, mysecret; not secretary
+    "apikey",  # api_key, apiKey, X-Api-Key
+    "apikeys",
+    "privatekey",
+    "privatekeys",
+    "secrets",
+    "secretkey",
+    "passphrase",
+    "credential",
+    "credentials",
+    "auth",  # basic_auth, authToken; not author, oauth or authenticated
+    "authorization",
+    "bearer",
+    "cookie",
+    "cookies",
+    "csrf",
+    "xsrf",
+    "sessionid",  # Django's session cookie; a plain "session" is no secret
+    "sessionkey",
+    "ssn",
 )
 
 
@@ -136,8 +157,12 @@ def outbox() -> dict[str, Any]:
 
 
 def sensitive_fields() -> tuple[str, ...]:
-    """Built-in password-like patterns plus ``CLOUDEVENTS_SENSITIVE_FIELDS``."""
-    extra = _setting("CLOUDEVENTS_SENSITIVE_FIELDS", None) or ()
+    """Built-in secret-like words and globs plus ``CLOUDEVENTS_SENSITIVE_FIELDS``."""
+    extra = _setting("CLOUDEVENTS_SENSITIVE_FIELDS", None)
+    if not extra:  # read for every event built: no new tuple then
+        return ALWAYS_SENSITIVE
+    if isinstance(extra, str):  # one name, not its letters
+        extra = [extra]
     return ALWAYS_SENSITIVE + tuple(str(name) for name in extra)
 
 

@@ -60,7 +60,17 @@ def new(
     time: datetime | None = None,
     datacontenttype: str | None = JSON,
 ) -> CloudEvent:
-    """Build a v1.0 event with a fresh UUID ``id`` and the current UTC ``time``."""
+    """Build a v1.0 event with a fresh UUID ``id`` and the current UTC ``time``.
+
+    Object keys of ``data`` that look like secrets are left out, at any depth,
+    with a warning (``serialize.without_sensitive``): every event the bridge
+    builds from data (``log()``, sources, model events, replies built here)
+    comes through here. An event built with the SDK's ``CloudEvent`` class
+    itself is sent as built.
+    """
+    from .emit.serialize import without_sensitive  # imports the ORM: not at load
+
+    data = without_sensitive(data, origin=type)
     attributes: dict[str, Any] = {
         "specversion": SPECVERSION,
         "id": id or str(uuid.uuid4()),

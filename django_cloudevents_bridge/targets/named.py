@@ -29,7 +29,7 @@ from django.views.decorators.csrf import csrf_protect
 
 from .. import events
 from ..emit import emit
-from ..emit.serialize import JSONEncoder
+from ..emit.serialize import JSONEncoder, without_sensitive
 from ..events import CloudEvent
 from ..exceptions import EventNotFound, ValidationError
 from . import Target, name_of, register_provider
@@ -217,10 +217,12 @@ def log(
     EventNotFound or ValidationError reach the caller, and nothing is emitted then.
     ``clean()`` sees the data in its JSON form (what receivers get), and whatever it
     leaves in ``self.data`` is sent, with this project's ``source``, once the
-    transaction on ``using`` commits (``CLOUDEVENTS_DELIVERY``).
+    transaction on ``using`` commits (``CLOUDEVENTS_DELIVERY``). Keys that look
+    like secrets are left out before ``clean()`` sees the data (see ``new()``),
+    so a ``clean()`` that requires one fails here, in the caller.
     """
     event_class = find_event(name)
-    event = event_class(as_json(data))
+    event = event_class(without_sensitive(as_json(data), origin=event_class.name))
     event.full_clean()
     cloudevent = events.new(event_class.name, data=event.data)
     emit([cloudevent], using=using)
