@@ -79,7 +79,11 @@ class BaseEvent:
     def full_clean(self) -> None:
         """Check that the data is a JSON object, then run ``clean()``."""
         if not isinstance(self.data, dict):
-            raise ValidationError("event data must be a JSON object", code="invalid")
+            raise ValidationError(
+                "event data must be a JSON object, not %(kind)s",
+                code="invalid",
+                params={"kind": _kind(self.data)},
+            )
         try:
             self.clean()
         except ValidationError:
@@ -96,6 +100,21 @@ class BaseEvent:
                 code="required",
                 params={"keys": ", ".join(missing)},
             )
+
+
+def _kind(data: Any) -> str:
+    """What ``data`` is, in a rejection's words."""
+    if isinstance(data, bytes | bytearray):  # received under a non-JSON media type
+        return "binary data"
+    if isinstance(data, str):
+        return "a string"
+    if isinstance(data, list | tuple):
+        return "an array"
+    if isinstance(data, bool):
+        return "a boolean"
+    if isinstance(data, int | float):
+        return "a number"
+    return type(data).__name__
 
 
 def _marked_methods(cls: type) -> tuple[str, ...]:
@@ -294,7 +313,12 @@ class LogView(View):
     http_method_names = ["post"]
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
-        data = {**request.GET.dict(), **request.POST.dict()}
+        try:
+            data = {**request.GET.dict(), **request.POST.dict()}
+        except (LookupError, ValueError):
+            # A form whose charset names a codec that is no text charset
+            # (rot13, base64, "undefined"): Django's decoding raises.
+            return _problem(400, "form data does not match its charset")
         name = data.pop(EVENT_PARAM, "")
         data.pop("csrfmiddlewaretoken", None)  # a form's token is not event data
         try:
