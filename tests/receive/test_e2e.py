@@ -243,6 +243,23 @@ def test_chunked_request_body_is_read_in_full(live):
     assert json.loads(stored.event)["data"] == {"id": "chunked-1"}
 
 
+def test_a_full_batch_is_dispatched_and_a_larger_one_refused(live):
+    # gunicorn's worker timeout (30 s) killed a 10,000-event batch; MAX_BATCH
+    # (100) keeps a batch to about a second of dispatch.
+    def batch(count: int, prefix: str) -> tuple[dict[str, str], bytes]:
+        events = [structured(f"{prefix}-{n}") for n in range(count)]
+        headers = {"Content-Type": "application/cloudevents-batch+json"}
+        return headers, json.dumps(events).encode()
+
+    refused = live.post(batch(101, "over"))
+    assert refused.status_code == 413
+    assert refused.json() == {"error": "batch of 101 events; at most 100 per request"}
+    assert live.post(batch(100, "full")).status_code == 202
+
+    live.refresh()
+    assert e2e.effects() == Counter({("record", f"full-{n}"): 1 for n in range(100)})
+
+
 def raw_request(server: e2e.Server, request: bytes) -> bytes:
     """Send ``request`` as it is over a socket; what the server answers, to EOF."""
     host, port = server.url.removeprefix("http://").split(":")
