@@ -33,3 +33,14 @@ urlpatterns = [
         ),
     ),
 ]
+
+
+class UseThisURLconf:
+    """A middleware choosing this URLconf per request (as django-hosts does)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        request.urlconf = __name__
+        return self.get_response(request)

@@ -608,6 +608,19 @@ def test_other_urls_are_left_alone(client, plain_project) -> None:
     assert len(slash_urls.urlpatterns) == 5
 
 
+def test_the_old_middleware_serves_a_urlconf_chosen_per_request(client, targets):
+    # ROOT_URLCONF (tests.urls) has no /tenants/: request.urlconf has.
+    middleware = [
+        "tests.slash_urls.UseThisURLconf",
+        "django_cloudevents_bridge.middleware.ReceiverSlashMiddleware",
+        *WITHOUT_MIDDLEWARE,
+    ]
+    targets.add("audit")
+    with override_settings(MIDDLEWARE=middleware):
+        assert deliver(client, path="/tenants/acme/events").status_code == 202
+    assert targets.ran("audit") == 1
+
+
 def test_the_old_middleware_is_harmless(client, targets) -> None:
     assert "ReceiverSlashMiddleware" in str(django_settings.MIDDLEWARE)
     targets.add("audit")
