@@ -1,5 +1,5 @@
 from django.apps import AppConfig
-from django.core.signals import setting_changed
+from django.core.signals import request_started, setting_changed
 
 
 class CloudEventsBridgeConfig(AppConfig):
@@ -11,8 +11,13 @@ class CloudEventsBridgeConfig(AppConfig):
         from . import checks  # noqa: F401  (registers the system checks)
         from .emit import reset_handler
         from .emit.sources import connect_models
+        from .middleware import on_request_started
         from .targets.named import autodiscover
 
         connect_models()
         autodiscover()
         setting_changed.connect(reset_handler, dispatch_uid="cloudevents_bridge.reset")
+        # The receiver answers without its trailing slash too (middleware.py).
+        request_started.connect(
+            on_request_started, dispatch_uid="cloudevents_bridge.slashless"
+        )

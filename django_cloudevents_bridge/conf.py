@@ -168,6 +168,7 @@ def sensitive_fields() -> tuple[str, ...]:
 
 RECEIVER_DEFAULTS: dict[str, Any] = {
     "MAX_BYTES": 1024 * 1024,  # larger requests get 413
+    "MAX_BATCH": 100,  # events per batched request; more get 413
     # Authentication (receive/auth.py). Neither SECRET nor OIDC_ISSUER: open.
     "SECRET": None,  # a string, or a list to rotate: "Authorization: Bearer <it>"
     "OIDC_ISSUER": None,  # e.g. "https://kubernetes.default.svc": turns OIDC on

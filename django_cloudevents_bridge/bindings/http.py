@@ -8,6 +8,7 @@ of the binding is checked here, on the raw request, before an SDK event is built
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -39,6 +40,8 @@ from .jsonformat import (
 
 __all__ = ["Message", "to_http", "to_http_batch", "from_request", "read_body"]
 
+logger = logging.getLogger("django_cloudevents_bridge")
+
 # HTTP binding 3.1.3.2: printable ASCII stays as it is, except space, '"' and '%'.
 _HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in ' "%')
 _QUOTED_PAIR = re.compile(r"\\(.)")
@@ -68,8 +71,14 @@ def to_http_batch(batch: Sequence[CloudEvent]) -> Message:
     return Message({"Content-Type": BATCH_JSON}, body)
 
 
-def from_request(request: HttpRequest, max_bytes: int) -> list[CloudEvent]:
-    """The events in a request; raises BadEvent (or a subclass) when malformed."""
+def from_request(
+    request: HttpRequest, max_bytes: int, max_batch: int | None = None
+) -> list[CloudEvent]:
+    """The events in a request; raises BadEvent (or a subclass) when malformed.
+
+    A body over ``max_bytes``, or a batch of more than ``max_batch`` events,
+    raises TooLarge (413).
+    """
     # HTTP allows tabs as white space here; a CloudEvents String does not.
     content_type = request.META.get("CONTENT_TYPE", "").replace("\t", " ")
     if not content_type.isascii() or events.NOT_IN_STRING.search(content_type):
@@ -81,7 +90,7 @@ def from_request(request: HttpRequest, max_bytes: int) -> list[CloudEvent]:
     if media.startswith("application/cloudevents-batch"):
         if media != "application/cloudevents-batch+json":
             raise UnsupportedFormat(f"unsupported batch format {media}")
-        return from_batch(body)
+        return from_batch(body, max_batch)
     if media.startswith("application/cloudevents"):
         if media != "application/cloudevents+json":
             raise UnsupportedFormat(f"unsupported event format {media}")
@@ -100,16 +109,26 @@ def read_body(request: HttpRequest, max_bytes: int) -> bytes:
     if declared > max_bytes:
         raise TooLarge(f"body larger than {max_bytes} bytes")
     meta = request.META
-    if not declared and "chunked" in meta.get("HTTP_TRANSFER_ENCODING", "").lower():
-        # Django's WSGI request reads at most CONTENT_LENGTH bytes (0 here). A
-        # server that de-chunks and ends the stream (gunicorn, PEP 3333's
-        # wsgi.input_terminated) lets us read the input itself; otherwise the
-        # body cannot be read safely, so ask for a length rather than lose it.
-        if not meta.get("wsgi.input_terminated"):
-            raise LengthRequired("chunked bodies need a Content-Length here")
-        body = meta["wsgi.input"].read(max_bytes + 1)
-    else:
-        body = request.read(max_bytes + 1)
+    chunked = (
+        not declared and "chunked" in meta.get("HTTP_TRANSFER_ENCODING", "").lower()
+    )
+    # Django's WSGI request reads at most CONTENT_LENGTH bytes (0 when chunked).
+    # A server that de-chunks and ends the stream (gunicorn, PEP 3333's
+    # wsgi.input_terminated) lets us read the input itself; otherwise the body
+    # cannot be read safely, so ask for a length rather than lose it.
+    if chunked and not meta.get("wsgi.input_terminated"):
+        raise LengthRequired("chunked bodies need a Content-Length here")
+    try:
+        if chunked:
+            body = meta["wsgi.input"].read(max_bytes + 1)
+        else:
+            body = request.read(max_bytes + 1)
+    except Exception as err:
+        # The server's input stream failed: malformed chunked framing (gunicorn
+        # raises its own parse errors, not OSError) or a connection cut short.
+        # The request is what is wrong: 400, not an unhandled 500.
+        logger.info("Unreadable request body (%s)", type(err).__name__)
+        raise BadEvent("request body could not be read (malformed framing)") from None
     if len(body) > max_bytes:
         raise TooLarge(f"body larger than {max_bytes} bytes")
     return body

@@ -14,7 +14,7 @@ from typing import Any
 
 from .. import events
 from ..events import CloudEvent, canonical, from_attributes, parse_time
-from ..exceptions import BadEvent
+from ..exceptions import BadEvent, TooLarge
 from . import build, check_extension, check_required, check_string, load_json
 
 # Lower-case charset: equal by the spec, and the JavaScript SDK matches the
@@ -58,11 +58,18 @@ def from_json(body: bytes | str) -> CloudEvent:
     return from_attributes(document, data)
 
 
-def from_batch(body: bytes) -> list[CloudEvent]:
-    """The events of a JSON batch; raises BadEvent when malformed."""
+def from_batch(body: bytes, max_events: int | None = None) -> list[CloudEvent]:
+    """The events of a JSON batch; raises BadEvent when malformed.
+
+    More than ``max_events`` events raise TooLarge (413) before any is read.
+    """
     batch = load_json(body, envelope=True)
     if not isinstance(batch, list):
         raise BadEvent("a batch must be a JSON array")
+    if max_events is not None and len(batch) > max_events:
+        raise TooLarge(
+            f"batch of {len(batch)} events; at most {max_events} per request"
+        )
     parsed = [from_structured(item) for item in batch]
     if len({event.get_specversion() for event in parsed}) > 1:
         raise BadEvent("events in a batch must share one specversion")

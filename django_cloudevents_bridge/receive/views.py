@@ -96,7 +96,8 @@ class ReceiverView(View):
 
     def receive(self, request: HttpRequest) -> list[CloudEvent]:
         """The events in the request; raises BadEvent when malformed."""
-        return http.from_request(request, conf.receiver()["MAX_BYTES"])
+        options = conf.receiver()
+        return http.from_request(request, options["MAX_BYTES"], options["MAX_BATCH"])
 
     def answer(
         self, reports: list[dispatch.Report], received: list[CloudEvent]

@@ -79,7 +79,11 @@ class BaseEvent:
     def full_clean(self) -> None:
         """Check that the data is a JSON object, then run ``clean()``."""
         if not isinstance(self.data, dict):
-            raise ValidationError("event data must be a JSON object", code="invalid")
+            raise ValidationError(
+                "event data must be a JSON object, not %(kind)s",
+                code="invalid",
+                params={"kind": _kind(self.data)},
+            )
         try:
             self.clean()
         except ValidationError:
@@ -96,6 +100,21 @@ class BaseEvent:
                 code="required",
                 params={"keys": ", ".join(missing)},
             )
+
+
+def _kind(data: Any) -> str:
+    """What ``data`` is, in a rejection's words."""
+    if isinstance(data, bytes | bytearray):  # received under a non-JSON media type
+        return "binary data"
+    if isinstance(data, str):
+        return "a string"
+    if isinstance(data, list | tuple):
+        return "an array"
+    if isinstance(data, bool):
+        return "a boolean"
+    if isinstance(data, int | float):
+        return "a number"
+    return type(data).__name__
 
 
 def _marked_methods(cls: type) -> tuple[str, ...]:

@@ -234,6 +234,27 @@ def test_batches_are_cut_at_batch_max_bytes(lengths, limit, sizes):
     assert http._batch_sizes([b"x" * n for n in lengths], limit) == sizes
 
 
+@pytest.mark.parametrize("value", [0, -1, 1.5, "100", True])
+def test_a_batch_max_events_that_is_not_a_positive_int_fails_at_start_up(value):
+    with pytest.raises(ImproperlyConfigured, match="batch_max_events"):
+        http.Handler(batch=True, batch_max_events=value)
+
+
+@pytest.mark.parametrize(
+    ("count", "limit", "max_events", "sizes"),
+    [
+        (250, None, 100, [100, 100, 50]),  # the default: the receiver's MAX_BATCH
+        (5, None, None, [5]),
+        (5, 23, 1, [1, 1, 1, 1, 1]),
+        (5, 23, 3, [2, 2, 1]),  # whichever limit comes first
+    ],
+)
+def test_batches_are_cut_at_batch_max_events(count, limit, max_events, sizes):
+    documents = [b"x" * 10] * count
+    assert http._batch_sizes(documents, limit, max_events) == sizes
+    assert http.Handler().batch_max_events == 100
+
+
 def test_unknown_option_fails_at_start_up():
     with pytest.raises(Exception, match="unknown options"):
         http.Handler(sinc="http://example.com/")

@@ -888,6 +888,23 @@ def test_a_claim_larger_than_batch_max_bytes_goes_in_several_requests(
     assert all(int(r.headers["content-length"]) <= 2 * size for r in received)
 
 
+def test_a_claim_larger_than_batch_max_events_goes_in_several_requests(
+    relay_settings, batch_sink
+):
+    for n in range(5):
+        ask(str(n))
+    relay_settings.CLOUDEVENTS_HANDLER_OPTIONS = {
+        **relay_settings.CLOUDEVENTS_HANDLER_OPTIONS,
+        "batch_max_events": 2,  # a receiver's MAX_BATCH
+    }
+    result = relay(relay_settings, BATCH_SIZE=5)._drain(None, None, overlap=False)
+    assert result.delivered == 5
+    assert batch_sink.requests == 3
+    received = batch_sink.wait_for(5)
+    rows = list(OutboxEvent.objects.order_by("pk"))
+    assert [r.attributes["id"] for r in received] == [row.event_id for row in rows]
+
+
 def test_a_failed_request_of_a_split_batch_fails_it_alone(relay_settings, batch_sink):
     for n in range(6):
         ask(str(n))

@@ -9,6 +9,7 @@ however concurrently the event was delivered.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -240,3 +241,61 @@ def test_chunked_request_body_is_read_in_full(live):
     live.refresh()
     stored = ReceivedEvent.objects.get(event_id="chunked-1")
     assert json.loads(stored.event)["data"] == {"id": "chunked-1"}
+
+
+def test_a_full_batch_is_dispatched_and_a_larger_one_refused(live):
+    # gunicorn's worker timeout (30 s) killed a 10,000-event batch; MAX_BATCH
+    # (100) keeps a batch to about a second of dispatch.
+    def batch(count: int, prefix: str) -> tuple[dict[str, str], bytes]:
+        events = [structured(f"{prefix}-{n}") for n in range(count)]
+        headers = {"Content-Type": "application/cloudevents-batch+json"}
+        return headers, json.dumps(events).encode()
+
+    refused = live.post(batch(101, "over"))
+    assert refused.status_code == 413
+    assert refused.json() == {"error": "batch of 101 events; at most 100 per request"}
+    assert live.post(batch(100, "full")).status_code == 202
+
+    live.refresh()
+    assert e2e.effects() == Counter({("record", f"full-{n}"): 1 for n in range(100)})
+
+
+def raw_request(server: e2e.Server, request: bytes) -> bytes:
+    """Send ``request`` as it is over a socket; what the server answers, to EOF."""
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=TIMEOUT) as sock:
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)  # a truncated body ends here
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize("path", ["/cloudevents/", "/cloudevents/pubsub/"])
+@pytest.mark.parametrize(
+    "framing",
+    [
+        b"zz\r\n{}\r\n0\r\n\r\n",  # not hexadecimal
+        b"-1\r\n{}\r\n0\r\n\r\n",  # negative
+        b"2 junk\r\n{}\r\n0\r\n\r\n",  # junk after the size
+        b"0x2\r\n{}\r\n0\r\n\r\n",  # a prefix HTTP does not allow
+        b"2\r\n{}junk0\r\n\r\n",  # no CRLF after the chunk
+        b"ffffffffffffffffffff\r\n{}",  # absurdly large, then the end
+        b"2\r\n{}\r\n",  # truncated: no last chunk
+    ],
+    ids=["zz", "minus-1", "junk", "0x", "no-crlf", "huge", "truncated"],
+)
+def test_malformed_chunked_framing_is_a_400(live, path, framing):
+    headers, _ = binary("chunked-bad")
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    request = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}"
+        "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    ).encode() + framing
+    answer = raw_request(live.server, request)
+    status_line = answer.split(b"\r\n", 1)[0]
+    assert status_line.startswith(b"HTTP/1.1 400"), (answer[:300], live.server.tail())
+    assert b"request body could not be read" in answer
+    live.refresh()
+    assert not ReceivedEvent.objects.exists()

@@ -333,6 +333,80 @@ def test_handler_may_reply_with_an_event(sent_events, functions):
     assert response["ce-type"] == "testapp.Welcomed"
 
 
+# -- events from the official Python SDK ------------------------------------------
+
+
+def sdk_1x(type_: str, data: dict) -> tuple[dict[str, str], bytes]:
+    """The request the SDK's 1.x API builds (``cloudevents.v1`` in 2.x)."""
+    from cloudevents.v1.conversion import to_binary
+    from cloudevents.v1.http import CloudEvent as V1Event
+
+    return to_binary(V1Event({"type": type_, "source": "/sdk"}, data))
+
+
+def sdk_2x(type_: str, data: dict) -> tuple[dict[str, str], bytes]:
+    """The request the SDK's 2.x API builds."""
+    from cloudevents.core.bindings.http import to_binary_event
+    from cloudevents.core.v1.event import CloudEvent as V2Event
+
+    message = to_binary_event(
+        V2Event(attributes={"type": type_, "source": "/sdk"}, data=data)
+    )
+    return message.headers, message.body
+
+
+def post_exactly(headers: dict[str, str], body: bytes):
+    """POST these headers and body, and no Content-Type unless they have one."""
+    headers = dict(headers)
+    content_type = ""
+    for name in list(headers):
+        if name.lower() == "content-type":
+            content_type = headers.pop(name)
+    return Client(enforce_csrf_checks=True).generic(
+        "POST", "/cloudevents/", body, headers=headers, CONTENT_TYPE=content_type
+    )
+
+
+@pytest.mark.parametrize("sdk", [sdk_1x, sdk_2x])
+def test_dict_data_from_the_official_sdk_reaches_named_handlers(calls, functions, sdk):
+    headers, body = sdk("testapp.Signup", {"email": "A@B.C"})
+    assert "content-type" not in {name.lower() for name in headers}  # the SDK's way
+
+    response = post_exactly(headers, body)
+
+    assert response.status_code == 202, response.content
+    data = {"email": "a@b.c"}  # as clean() left it
+    assert ("welcome", "testapp.Signup", data) in calls
+    assert ("on_signup", "testapp.Signup", {"email": "A@B.C"}) in calls
+
+
+@pytest.mark.parametrize("sdk", [sdk_1x, sdk_2x])
+@pytest.mark.parametrize(
+    ("name", "data", "reason"),
+    [
+        ("testapp.Signup", {"email": "nobody"}, "email is not an address"),
+        ("testapp.Purchase", {"sku": "X", "quantity": 0}, "must be at least 1"),
+    ],
+)
+def test_sdk_event_refused_by_clean_answers_with_its_message(
+    calls, functions, sdk, name, data, reason
+):
+    response = post_exactly(*sdk(name, data))
+
+    assert response.status_code == 400
+    assert response.json() == {"error": f"invalid event data: {reason}"}
+    assert calls == []
+
+
+def test_data_that_is_no_json_object_says_what_it_is(calls, functions):
+    response = post_exactly(sdk_2x("testapp.Signup", {})[0], b"\x00not json")
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "invalid event data: event data must be a JSON object, not binary data"
+    }
+
+
 # -- the HTTP log view ----------------------------------------------------------
 
 

@@ -9,10 +9,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from django.conf import settings as django_settings
 from django.db import OperationalError, close_old_connections, connection, transaction
-from django.test import Client
+from django.test import Client, override_settings
+from django.urls import reverse
 
-from django_cloudevents_bridge import events
+from django_cloudevents_bridge import conf, events
 from django_cloudevents_bridge.bindings import jsonformat
 from django_cloudevents_bridge.events import CloudEvent
 from django_cloudevents_bridge.models import ReceivedEvent, TargetRun
@@ -26,12 +28,14 @@ from django_cloudevents_bridge.targets.groups import (
     register_group_handler,
     unregister_group_handler,
 )
+from tests import slash_urls
 from tests.testapp.models import Tag
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 URL = "/cloudevents/"
 TYPE = "com.example.order.created"
+JSON = "application/json"
 
 
 @pytest.fixture
@@ -473,28 +477,157 @@ def test_a_reply_that_cannot_be_stored_fails_the_target(client, targets) -> None
     assert runs()["billing"][0] == "failed"
 
 
+# --- batches: bounded in events ----------------------------------------------------
+
+
+def deliver_batch(client: Client, count: int, first: int = 0):
+    """POST one batched-mode request of ``count`` events."""
+    batch = [
+        {
+            "specversion": "1.0",
+            "id": f"order-{n}",
+            "source": "/shop",
+            "type": TYPE,
+            "data": {"order": n},
+        }
+        for n in range(first, first + count)
+    ]
+    return client.generic(
+        "POST",
+        URL,
+        json.dumps(batch).encode(),
+        content_type="application/cloudevents-batch+json",
+    )
+
+
+def test_a_batch_of_the_default_limit_is_dispatched(client, targets) -> None:
+    limit = conf.RECEIVER_DEFAULTS["MAX_BATCH"]
+    assert limit == 100  # as the README says
+    targets.add("audit")
+    assert deliver_batch(client, limit).status_code == 202
+    assert targets.ran("audit") == limit
+    assert ReceivedEvent.objects.count() == limit
+
+
+def test_a_batch_over_the_default_limit_is_413_and_stores_nothing(
+    client, targets
+) -> None:
+    targets.add("audit")
+    response = deliver_batch(client, 101)
+    assert response.status_code == 413  # Knative does not retry it: split the batch
+    assert response.json() == {"error": "batch of 101 events; at most 100 per request"}
+    assert targets.ran("audit") == 0
+    assert not ReceivedEvent.objects.exists()
+
+
+@pytest.mark.parametrize(("count", "status"), [(3, 202), (4, 413)])
+def test_max_batch_is_a_setting(client, targets, settings, count, status) -> None:
+    settings.CLOUDEVENTS_RECEIVER = {"MAX_BATCH": 3}
+    targets.add("audit")
+    assert deliver_batch(client, count).status_code == status
+    assert (
+        targets.ran("audit")
+        == ReceivedEvent.objects.count()
+        == (count if status == 202 else 0)
+    )
+
+
 # --- the URL, with and without its trailing slash -------------------------------------
 
+# The project's own line, with no middleware of ours (tests/settings.py lists
+# ReceiverSlashMiddleware, which older releases needed: removed here).
+WITHOUT_MIDDLEWARE = [
+    name
+    for name in django_settings.MIDDLEWARE
+    if name != "django_cloudevents_bridge.middleware.ReceiverSlashMiddleware"
+]
+RECEIVERS = ["/cloudevents", "/tenants/acme/events", "/legacy/hooks", "/api/v1", "/api"]
 
-@pytest.mark.parametrize("path", ["/cloudevents", "/cloudevents/"])
-def test_receiver_answers_with_and_without_slash(client, targets, path) -> None:
+
+@pytest.fixture(params=[False, True], ids=["DEBUG=False", "DEBUG=True"])
+def plain_project(request) -> Iterator[bool]:
+    """tests/slash_urls.py as ROOT_URLCONF, APPEND_SLASH on, without the middleware."""
+    with override_settings(
+        ROOT_URLCONF="tests.slash_urls",
+        MIDDLEWARE=WITHOUT_MIDDLEWARE,
+        APPEND_SLASH=True,
+        DEBUG=request.param,
+    ):
+        yield request.param
+
+
+@pytest.mark.parametrize("prefix", RECEIVERS)
+@pytest.mark.parametrize("slash", ["", "/"], ids=["no-slash", "slash"])
+def test_receiver_answers_with_and_without_slash(
+    client, targets, plain_project, prefix, slash
+) -> None:
     targets.add("audit")
+    path = prefix + slash
     response = deliver(client, path=path)
     assert response.status_code == 202  # never a 301: Knative does not follow it
     assert targets.ran("audit") == 1
-    assert client.options(path).status_code == 200
+
+    handshake = client.options(path, headers={"WebHook-Request-Origin": "a.example"})
+    assert handshake.status_code == 200
+    assert handshake["WebHook-Allowed-Origin"] == "a.example"
 
 
-def test_other_urls_are_left_alone(client) -> None:
-    # CommonMiddleware still redirects the rest of the site (APPEND_SLASH) ...
-    response = client.post("/admin", {})
+@pytest.mark.parametrize("prefix", RECEIVERS)
+@pytest.mark.parametrize("slash", ["", "/"], ids=["no-slash", "slash"])
+def test_pubsub_push_and_log_answer_with_and_without_slash(
+    client, plain_project, prefix, slash
+) -> None:
+    envelope = {"message": {"data": "", "attributes": {"ce-specversion": "1.0"}}}
+    push = client.post(f"{prefix}/pubsub{slash}", envelope, content_type=JSON)
+    assert push.status_code == 400  # the push view's own answer, not 301/404/500
+    assert "missing or empty id" in push.json()["error"]
+
+    # (The log view is for pages: CSRF-protected; this browser is let through.)
+    log = Client().post(f"{prefix}/log{slash}?__event__=testapp.Nope")
+    assert log.status_code == 404
+    assert "accepts HTTP logging" in log.json()["error"]  # the log view's answer
+
+
+def test_other_urls_are_left_alone(client, plain_project) -> None:
+    # APPEND_SLASH still redirects the project's own pages ...
+    response = client.get("/page")
     assert response.status_code == 301
-    assert response["Location"] == "/admin/"
-    # ... the receiver is only rewritten for POST and OPTIONS ...
-    assert client.get("/cloudevents").status_code == 301
+    assert response["Location"] == "/page/"
+    if not plain_project:  # (under DEBUG, Django refuses to redirect a POST)
+        assert client.post("/page", {}).status_code == 301
     # ... and URLs that resolve as they are, or not at all, are untouched.
     assert client.post("/nowhere").status_code == 404
     assert client.post("/cloudevents/nowhere").status_code == 404
+    assert client.post("/tenants/a%20b/events").status_code == 404  # no slug
+    # The receiver answers any method without its slash, as with it.
+    assert client.get("/cloudevents").status_code == 405
+    assert client.get("/cloudevents/").status_code == 405
+    # Reversing, and the project's URLconf module, are as they were.
+    assert reverse("cloudevents:receiver") == "/cloudevents/"
+    assert reverse("tenant:receiver", kwargs={"tenant": "a"}) == "/tenants/a/events/"
+    assert len(slash_urls.urlpatterns) == 5
+
+
+def test_the_old_middleware_serves_a_urlconf_chosen_per_request(client, targets):
+    # ROOT_URLCONF (tests.urls) has no /tenants/: request.urlconf has.
+    middleware = [
+        "tests.slash_urls.UseThisURLconf",
+        "django_cloudevents_bridge.middleware.ReceiverSlashMiddleware",
+        *WITHOUT_MIDDLEWARE,
+    ]
+    targets.add("audit")
+    with override_settings(MIDDLEWARE=middleware):
+        assert deliver(client, path="/tenants/acme/events").status_code == 202
+    assert targets.ran("audit") == 1
+
+
+def test_the_old_middleware_is_harmless(client, targets) -> None:
+    assert "ReceiverSlashMiddleware" in str(django_settings.MIDDLEWARE)
+    targets.add("audit")
+    assert deliver(client, path="/cloudevents").status_code == 202
+    assert deliver(client, path="/cloudevents/", id="order-2").status_code == 202
+    assert targets.ran("audit") == 2
+    assert client.post("/admin", {}).status_code == 301
 
 
 # --- concurrent duplicate deliveries --------------------------------------------------

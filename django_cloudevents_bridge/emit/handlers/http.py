@@ -33,6 +33,7 @@ logger = logging.getLogger("django_cloudevents_bridge")
 MODES = ("binary", "structured")
 CA_CERTS_VAR = "K_CA_CERTS"
 BATCH_MAX_BYTES = 1024 * 1024  # the receiver's own default MAX_BYTES
+BATCH_MAX_EVENTS = 100  # and its default MAX_BATCH
 # What Knative's senders retry (data-plane spec): 5xx and these. 3xx and other
 # 4xx are permanent: the same request would be refused again.
 RETRIED = frozenset((404, 408, 409, 429, *range(500, 600)))
@@ -48,7 +49,8 @@ class Handler(BaseHandler):
     ``ca_certs_dir`` (Knative trust bundles), ``headers`` (sent with each request)
     ``batch`` (send each call's events in ``application/cloudevents-batch+json``
     requests: only for a sink that asked for batches; Knative's broker does not)
-    and ``batch_max_bytes`` (the largest batch body; ``None``: no limit).
+    ``batch_max_bytes`` (the largest batch body; ``None``: no limit) and
+    ``batch_max_events`` (the most events in one batch; ``None``: no limit).
     """
 
     def __init__(
@@ -62,6 +64,7 @@ class Handler(BaseHandler):
         headers: dict[str, str] | None = None,
         batch: bool = False,
         batch_max_bytes: int | None = BATCH_MAX_BYTES,
+        batch_max_events: int | None = BATCH_MAX_EVENTS,
         **options: Any,
     ) -> None:
         super().__init__(**options)
@@ -76,15 +79,18 @@ class Handler(BaseHandler):
         self.ca_certs_dir = ca_certs_dir
         self.headers = _checked_headers(headers or {})
         self.batch = bool(batch)
-        if batch_max_bytes is not None and (
-            not isinstance(batch_max_bytes, int)
-            or isinstance(batch_max_bytes, bool)
-            or batch_max_bytes < 1
+        for name, limit in (
+            ("batch_max_bytes", batch_max_bytes),
+            ("batch_max_events", batch_max_events),
         ):
-            raise ImproperlyConfigured(
-                "http handler: batch_max_bytes must be a positive int or None"
-            )
+            if limit is not None and (
+                not isinstance(limit, int) or isinstance(limit, bool) or limit < 1
+            ):
+                raise ImproperlyConfigured(
+                    f"http handler: {name} must be a positive int or None"
+                )
         self.batch_max_bytes = batch_max_bytes
+        self.batch_max_events = batch_max_events
         # Sinks reached directly: a pool of our own connections each
         # (bindings._http11). A sink behind a proxy (HTTP_PROXY and friends) goes
         # through a requests session instead (bindings._proxy), which knows proxies.
@@ -148,14 +154,15 @@ class Handler(BaseHandler):
     def _post_batches(
         self, sink: str, documents: list[bytes], ids: list[str] | None
     ) -> int:
-        """POST events in JSON as batches of at most ``batch_max_bytes``, in order.
+        """POST events in JSON as batches within the two limits, in order.
 
         A failed request raises with ``delivered`` counting the events of the
         requests before it and ``attempted`` those of the failed one. ``ids`` are
         the events' ids (else read when needed).
         """
         sent = 0
-        for size in _batch_sizes(documents, self.batch_max_bytes):
+        sizes = _batch_sizes(documents, self.batch_max_bytes, self.batch_max_events)
+        for size in sizes:
             part = documents[sent : sent + size]
             body = b"[" + b",".join(part) + b"]"
             first = ids[sent] if ids else from_json(part[0]).get_id()
@@ -340,14 +347,20 @@ class Handler(BaseHandler):
         return [p for p in entries if not p.name.startswith(".") and p.is_file()]
 
 
-def _batch_sizes(documents: Sequence[bytes], limit: int | None) -> list[int]:
+def _batch_sizes(
+    documents: Sequence[bytes], limit: int | None, max_events: int | None = None
+) -> list[int]:
     """How many documents go in each batch so that a body (``[a,b]``) stays
-    within ``limit`` bytes; a document larger than that goes alone."""
+    within ``limit`` bytes and ``max_events`` documents; a document larger than
+    ``limit`` goes alone."""
     sizes: list[int] = []
     count, length = 0, 1  # "["
     for document in documents:
         extra = len(document) + 1  # "," or "]"
-        if count and limit is not None and length + extra > limit:
+        if count and (
+            (limit is not None and length + extra > limit)
+            or (max_events is not None and count >= max_events)
+        ):
             sizes.append(count)
             count, length = 0, 1
         count, length = count + 1, length + extra

@@ -33,8 +33,6 @@ INSTALLED_APPS = [
     "polls",
 ]
 MIDDLEWARE = [
-    # POST /cloudevents (no slash) reaches the receiver instead of a 301.
-    "django_cloudevents_bridge.middleware.ReceiverSlashMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
