@@ -33,6 +33,7 @@ from django.test import Client
 from django_cloudevents_bridge import checks as bridge_checks
 from django_cloudevents_bridge import conf
 from django_cloudevents_bridge.receive import auth
+from django_cloudevents_bridge.receive import oidc as key_cache
 from tests import server as e2e
 
 pytestmark = pytest.mark.django_db
@@ -224,9 +225,9 @@ def post(token: str | None = None, *, authorization: str | None = None) -> Any:
 
 @pytest.fixture(autouse=True)
 def _fresh_cache() -> Iterator[None]:
-    auth.clear_cache()
+    key_cache.clear_cache()
     yield
-    auth.clear_cache()
+    key_cache.clear_cache()
 
 
 @pytest.fixture
@@ -262,7 +263,7 @@ class Clock:
 def clock(monkeypatch) -> Clock:
     """The cache's clock, moved by hand."""
     fake = Clock()
-    monkeypatch.setattr(auth, "monotonic", fake)
+    monkeypatch.setattr(key_cache, "monotonic", fake)
     return fake
 
 
@@ -437,7 +438,7 @@ def test_discovery_and_keys_are_cached(oidc, keys, clock):
     for _ in range(3):
         assert post(mint(keys.rsa, oidc.url)).status_code == 202
     assert oidc.hits == {"/.well-known/openid-configuration": 1, "/keys": 1}
-    clock.advance(auth.CACHE_SECONDS)
+    clock.advance(key_cache.CACHE_SECONDS)
     assert post(mint(keys.rsa, oidc.url)).status_code == 202
     assert oidc.hits == {"/.well-known/openid-configuration": 2, "/keys": 2}
 
@@ -445,7 +446,7 @@ def test_discovery_and_keys_are_cached(oidc, keys, clock):
 def test_a_rotated_key_is_fetched_when_its_kid_is_first_seen(oidc, keys, clock):
     assert post(mint(keys.rsa, oidc.url)).status_code == 202
     oidc.keys = [keys.rotated.jwk()]  # the issuer rotates
-    clock.advance(auth.REFETCH_SECONDS)
+    clock.advance(key_cache.REFETCH_SECONDS)
     assert post(mint(keys.rotated, oidc.url)).status_code == 202
     assert oidc.hits["/keys"] == 2
     # The old key is gone now.
@@ -459,7 +460,7 @@ def test_unknown_kids_refetch_at_most_every_few_seconds(oidc, keys, clock):
     for n in range(5):
         assert post(mint(keys.rsa, oidc.url, kid=f"random-{n}")).status_code == 401
     assert oidc.hits["/keys"] == 1
-    clock.advance(auth.REFETCH_SECONDS)
+    clock.advance(key_cache.REFETCH_SECONDS)
     assert post(mint(keys.rsa, oidc.url, kid="random")).status_code == 401
     assert oidc.hits["/keys"] == 2
 
@@ -472,7 +473,7 @@ def test_concurrent_requests_with_a_cold_cache_fetch_once(oidc, keys):
 
     def verify() -> None:
         start.wait()
-        found.append(auth.signing_keys(options, keys.rsa.kid, "RS256"))
+        found.append(key_cache.signing_keys(options, keys.rsa.kid, "RS256"))
 
     threads = [threading.Thread(target=verify) for _ in range(8)]
     for thread in threads:
@@ -508,7 +509,7 @@ def test_an_unreachable_issuer_is_our_transient_failure(settings, keys):
         ("/.well-known/openid-configuration", b'["issuer", "jwks_uri"]'),
         ("/.well-known/openid-configuration", b"[" * 100_000 + b"]" * 100_000),
         ("/keys", b'{"no": "keys"}'),
-        ("/keys", b"x" * (auth.MAX_DOCUMENT + 1)),
+        ("/keys", b"x" * (key_cache.MAX_DOCUMENT + 1)),
         ("/keys", b'{"keys": "abc"}'),
         ("/keys", b'{"keys": [null]}'),
         ("/keys", b'{"keys": {"kty": "RSA"}}'),
@@ -609,7 +610,7 @@ def test_a_failed_fetch_is_remembered_for_a_few_seconds(oidc, keys, clock):
     token = mint(keys.rsa, oidc.url)
     response = post(token)
     assert (response.status_code, response["Retry-After"]) == (503, "5")
-    clock.advance(auth.FAILURE_SECONDS - 1)
+    clock.advance(key_cache.FAILURE_SECONDS - 1)
     response = post(token)  # answered from the failure, not from the issuer
     assert (response.status_code, response["Retry-After"]) == (503, "1")
     assert oidc.hits == {"/.well-known/openid-configuration": 1, "/keys": 1}
@@ -629,8 +630,8 @@ def test_concurrent_requests_behind_a_failing_fetch_do_not_fetch_again(oidc, key
     def verify() -> None:
         start.wait()
         try:
-            auth.signing_keys(options, keys.rsa.kid, "RS256")
-        except auth.AuthUnavailable as err:
+            key_cache.signing_keys(options, keys.rsa.kid, "RS256")
+        except key_cache.AuthUnavailable as err:
             failed.append(err.retry_after)
 
     threads = [threading.Thread(target=verify) for _ in range(8)]
@@ -647,20 +648,20 @@ def test_keys_in_hand_are_used_while_the_issuer_is_down(settings, oidc, keys, cl
     token = mint(keys.rsa, oidc.url)
     assert post(token).status_code == 202
     oidc.down = True
-    clock.advance(auth.CACHE_SECONDS)
+    clock.advance(key_cache.CACHE_SECONDS)
     assert post(token).status_code == 202  # the fetch failed: the keys in hand
     assert oidc.hits["/.well-known/openid-configuration"] == 2
     # A key they lack may be the issuer's new one: that needs the issuer.
     response = post(mint(keys.rotated, oidc.url))
     assert (response.status_code, response["Retry-After"]) == (503, "5")
-    clock.advance(1800 - auth.CACHE_SECONDS - 1)
+    clock.advance(1800 - key_cache.CACHE_SECONDS - 1)
     assert post(token).status_code == 202
     clock.advance(1)  # the keys are 1800 s old: no longer used
     response = post(token)
     # The issuer failed a second ago (the fetch of the request before).
     assert (response.status_code, response["Retry-After"]) == (503, "4")
     oidc.down = False
-    clock.advance(auth.FAILURE_SECONDS)
+    clock.advance(key_cache.FAILURE_SECONDS)
     assert post(token).status_code == 202
 
 
@@ -668,12 +669,12 @@ def test_keys_in_hand_do_not_wait_for_a_slow_fetch(settings, oidc, keys, clock):
     settings.CLOUDEVENTS_RECEIVER["OIDC_FETCH_TIMEOUT"] = 30
     token = mint(keys.rsa, oidc.url)
     assert post(token).status_code == 202
-    clock.advance(auth.CACHE_SECONDS)
+    clock.advance(key_cache.CACHE_SECONDS)
     oidc.gate = threading.Event()
     options = conf.receiver()
     fetched: list[Any] = []
     fetching = threading.Thread(
-        target=lambda: fetched.append(auth.signing_keys(options, "rsa-1", "RS256"))
+        target=lambda: fetched.append(key_cache.signing_keys(options, "rsa-1", "RS256"))
     )
     fetching.start()
     try:
@@ -810,7 +811,7 @@ def test_the_default_token_goes_only_to_the_api_server(
 )
 def test_api_server(monkeypatch, url, expected):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    assert auth.api_server(url) is expected
+    assert key_cache.api_server(url) is expected
 
 
 def test_tokens_and_secrets_are_never_logged(settings, oidc, keys, caplog):
@@ -822,7 +823,7 @@ def test_tokens_and_secrets_are_never_logged(settings, oidc, keys, caplog):
     for credential in (SECRET, SECRET + "x", token, expired, "a.b.c"):
         post(credential)
     oidc.documents["/keys"] = b"broken"
-    auth.clear_cache()
+    key_cache.clear_cache()
     assert post(token).status_code == 503
     assert caplog.records  # the skipped key and the failed fetch were logged
     for credential in (SECRET, token, expired):

@@ -20,6 +20,7 @@ from django.test.testcases import LiveServerThread, _StaticFilesHandler
 
 from django_cloudevents_bridge import events, register_group_handler
 from django_cloudevents_bridge.bindings import http, jsonformat, pubsub
+from django_cloudevents_bridge.exceptions import AuthUnavailable, NotAuthenticated
 from django_cloudevents_bridge.models import ReceivedEvent, TargetRun
 from django_cloudevents_bridge.receive import auth, dispatch
 from django_cloudevents_bridge.targets.groups import unregister_group_handler
@@ -433,11 +434,11 @@ def test_database_error_is_503(received, monkeypatch):
     [
         (PermissionDenied("not this sender"), 403, {}),
         (
-            auth.NotAuthenticated("no token", challenge='Bearer realm="push"'),
+            NotAuthenticated("no token", challenge='Bearer realm="push"'),
             401,
             {"WWW-Authenticate": 'Bearer realm="push"'},
         ),
-        (auth.AuthUnavailable("issuer down"), 503, {"Retry-After": "5"}),
+        (AuthUnavailable("issuer down"), 503, {"Retry-After": "5"}),
     ],
 )
 def test_authentication_outcomes(received, monkeypatch, error, status, headers):
