@@ -53,7 +53,7 @@ class OutboxEventAdmin(admin.ModelAdmin):
                 request,
                 f"Oldest pending event: {found['oldest_pending_age'] / 60:.0f} min; "
                 "last relay seen: "
-                + ("never" if seen is None else f"{seen:.0f} s ago"),
+                + ("none running" if seen is None else f"{seen:.0f} s ago"),
                 messages.INFO,
             )
 

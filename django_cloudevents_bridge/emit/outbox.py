@@ -336,7 +336,9 @@ def waiting(found: dict[str, Any]) -> str | None:
     age, seen = found["oldest_pending_age"], found["relay_last_seen_age"]
     if age is None or age < STALE or (seen is not None and seen < RELAY_GONE):
         return None
-    last = "no relay has run" if seen is None else f"a relay was last seen {_ago(seen)}"
+    last = (
+        "no relay is running" if seen is None else f"a relay was last seen {_ago(seen)}"
+    )
     return (
         f"CloudEvents are waiting in the outbox (the oldest for {_ago(age, '')}) "
         f"and {last}: run manage.py cloudevents_relay."
