@@ -34,7 +34,7 @@ test-sqlite: install  ## the suite on SQLite only
 	$(PYTEST) -m "not postgres" $(ARGS)
 
 test-postgres: install  ## the suite on PostgreSQL only (PGHOST, PGPORT, PGUSER, ...)
-	DATABASE=postgres $(PYTEST) $(ARGS)
+	DATABASE=postgres $(PYTEST) -m "not sqlite_only" $(ARGS)
 
 cov: install  ## the suite on SQLite with a branch-coverage report
 	$(PYTEST) -m "not postgres" --cov --cov-report=term-missing $(ARGS)

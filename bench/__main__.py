@@ -74,6 +74,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="outbox rows per relay drain (default: %(default)s)",
     )
     parser.add_argument(
+        "--latency-events",
+        type=int,
+        default=500,
+        help="creates timed commit-to-sink (default: %(default)s)",
+    )
+    parser.add_argument(
         "--profile",
         choices=("binary", "batched"),
         help="only cProfile one relay drain (the last database) and print the stats",
@@ -92,7 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         aliases = settings.configure(Path(directory), with_postgres=problem is None)
         from django.db import connections
 
-        from bench import emit, relay  # imports models: only once Django is set up
+        # These import models: only once Django is set up.
+        from bench import emit, latency, relay
 
         try:
             header = versions(aliases)
@@ -123,6 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             more.append(f"(relay section: {time.monotonic() - section:.0f} s)")
             lines += more
             ok = ok and relayed
+            more, timed = latency.main(aliases, args.latency_events)
+            lines += more
+            ok = ok and timed
         finally:
             emit.drop_tables(aliases)
             connections.close_all()

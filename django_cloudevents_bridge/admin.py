@@ -3,12 +3,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.db import router
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
-from .emit.outbox import retry
-from .models import OutboxEvent, ReceivedEvent, TargetRun
+from .emit.outbox import health, retry, waiting
+from .models import OutboxEvent, ReceivedEvent, RelayHeartbeat, TargetRun
 
 
 @admin.register(OutboxEvent)
@@ -32,6 +33,30 @@ class OutboxEventAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # rows come from model changes, not from the admin
 
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        if request.method == "GET":  # an action's POST redirects to a GET
+            self.report_relay(request)
+        return super().changelist_view(request, extra_context)
+
+    def report_relay(self, request: HttpRequest) -> None:
+        """Say how long events wait and when a relay was last seen."""
+        using = router.db_for_read(OutboxEvent)
+        found = health(using)
+        problem = waiting(found)
+        if problem:
+            self.message_user(request, problem, messages.WARNING)
+        elif found["oldest_pending_age"] is not None:
+            seen = found["relay_last_seen_age"]
+            self.message_user(
+                request,
+                f"Oldest pending event: {found['oldest_pending_age'] / 60:.0f} min; "
+                "last relay seen: "
+                + ("none running" if seen is None else f"{seen:.0f} s ago"),
+                messages.INFO,
+            )
+
     @admin.action(description="Retry selected parked events (same event id)")
     def retry_events(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
         count = retry(queryset)  # parked rows only: pending ones may be in flight
@@ -47,6 +72,15 @@ class OutboxEventAdmin(admin.ModelAdmin):
             next_attempt_at=timezone.now(),
         )
         self.message_user(request, f"{count} event(s) parked.", messages.SUCCESS)
+
+
+@admin.register(RelayHeartbeat)
+class RelayHeartbeatAdmin(admin.ModelAdmin):
+    list_display = ("name", "host", "pid", "started_at", "last_seen")
+    readonly_fields = [field.name for field in RelayHeartbeat._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # rows come from running relays
 
 
 class TargetRunInline(admin.TabularInline):

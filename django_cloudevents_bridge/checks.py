@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from django.apps import apps
 from django.core.checks import Error, Tags, Warning, register
 from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
+from django.db import DatabaseError, connections
 from django.urls import URLResolver, get_resolver
 
 from . import conf, events
@@ -106,6 +107,46 @@ def check_outbox(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             elif value <= 0:
                 errors.append(_outbox_error(f"{key} must be positive"))
     return errors
+
+
+@register(Tags.database)
+def check_relay(
+    app_configs: Any = None, databases: Sequence[str] | None = None, **kwargs: Any
+) -> list[Any]:
+    """Events wait in the outbox and no relay runs (asked with ``databases`` only).
+
+    ``manage.py check --database default`` and ``migrate`` pass them; a plain
+    ``check`` (and ``runserver``) do not, and then no query is made.
+    """
+    from .emit import outbox
+    from .models import OutboxEvent, RelayHeartbeat
+
+    found = []
+    for alias in databases or ():
+        connection = connections[alias]
+        try:
+            with connection.cursor() as cursor:
+                tables = set(connection.introspection.table_names(cursor))
+            if (
+                not {OutboxEvent._meta.db_table, RelayHeartbeat._meta.db_table}
+                <= tables
+            ):
+                continue  # not migrated yet (migrate runs the checks first)
+            message = outbox.waiting(outbox.health(alias))
+        except DatabaseError:
+            continue  # Django's own database checks report a database they cannot use
+        if message:
+            found.append(
+                Warning(
+                    message,
+                    hint="By default the web process only writes events to the "
+                    "outbox (CLOUDEVENTS_OUTBOX['BACKGROUND'] is off): the relay "
+                    "sends them. See the README section 'Delivery'.",
+                    id=f"{ID}.W005",
+                    obj=f"DATABASES[{alias!r}]",
+                )
+            )
+    return found
 
 
 def _outbox_error(message: str) -> Error:

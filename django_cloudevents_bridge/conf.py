@@ -140,8 +140,12 @@ OUTBOX_DEFAULTS: dict[str, Any] = {
     "BACKOFF": 1.0,  # first retry delay in seconds, doubled each attempt
     "BACKOFF_MAX": 600.0,  # longest delay between attempts
     "RETENTION": 7 * 24 * 3600.0,  # seconds delivered rows are kept
-    "POLL_INTERVAL": 1.0,  # seconds the relay sleeps when nothing is due
-    "BACKGROUND": True,  # try each event at once, off the request thread
+    # Seconds the relay waits when nothing is due. On PostgreSQL a NOTIFY from
+    # the outbox INSERT wakes it at once; this is the fallback (SQLite: the way).
+    "POLL_INTERVAL": 1.0,
+    # Also try each event at once from a thread of the process that saved it.
+    # Off: the request path writes the row and nothing else; the relay sends.
+    "BACKGROUND": False,
 }
 
 

@@ -87,7 +87,34 @@ BUILTIN_FIELDS = {
         "immutable",
     },
     ("batch/v1", "Job"): {"apiVersion", "kind", "metadata", "spec"},
+    ("apps/v1", "Deployment"): {"apiVersion", "kind", "metadata", "spec"},
 }
+DEPLOYMENT_SPEC_FIELDS = frozenset(
+    [
+        "minReadySeconds",
+        "paused",
+        "progressDeadlineSeconds",
+        "replicas",
+        "revisionHistoryLimit",
+        "selector",
+        "strategy",
+        "template",
+    ]
+)
+PROBE_FIELDS = frozenset(
+    [
+        "exec",
+        "failureThreshold",
+        "grpc",
+        "httpGet",
+        "initialDelaySeconds",
+        "periodSeconds",
+        "successThreshold",
+        "tcpSocket",
+        "terminationGracePeriodSeconds",
+        "timeoutSeconds",
+    ]
+)
 JOB_SPEC_FIELDS = frozenset(
     [
         "activeDeadlineSeconds",
@@ -167,6 +194,22 @@ def container_errors(container: Any, where: str) -> list[str]:
     ]
     if not isinstance(container.get("image"), str) or not container["image"]:
         errors.append(f"{where}: no image")
+    for key in ("livenessProbe", "readinessProbe", "startupProbe"):
+        probe = container.get(key)
+        if probe is None:
+            continue
+        if not isinstance(probe, dict):
+            errors.append(f"{where}.{key}: must be a mapping")
+            continue
+        errors += [
+            f"{where}.{key}: unknown probe field {field!r}"
+            for field in sorted(set(probe) - PROBE_FIELDS)
+        ]
+        command = (probe.get("exec") or {}).get("command", [])
+        if not isinstance(command, list) or not all(
+            isinstance(a, str) for a in command
+        ):
+            errors.append(f"{where}.{key}.exec.command: must be a list of strings")
     for key in ("command", "args"):
         value = container.get(key, [])
         if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
@@ -198,6 +241,17 @@ def builtin_errors(doc: dict[str, Any]) -> list[str]:
                     base64.b64decode(str(value), validate=True)
                 except binascii.Error:
                     errors.append(f"data.{name}: not base64")
+    if kind == "Deployment":
+        spec = doc.get("spec") or {}
+        errors += [
+            f"spec: unknown Deployment field {field!r}"
+            for field in sorted(set(spec) - DEPLOYMENT_SPEC_FIELDS)
+        ]
+        selector = (spec.get("selector") or {}).get("matchLabels") or {}
+        labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels")
+        if not selector or any((labels or {}).get(k) != v for k, v in selector.items()):
+            errors.append("spec.selector.matchLabels: must match the template's labels")
+        errors += _pod_errors(spec)
     if kind == "Job":
         spec = doc.get("spec") or {}
         errors += [
@@ -207,14 +261,22 @@ def builtin_errors(doc: dict[str, Any]) -> list[str]:
         pod = (spec.get("template") or {}).get("spec") or {}
         if pod.get("restartPolicy") not in ("Never", "OnFailure"):
             errors.append("spec.template.spec.restartPolicy: Never or OnFailure")
-        containers = pod.get("containers") or []
-        if not containers:
-            errors.append("spec.template.spec.containers: empty")
-        for i, container in enumerate(containers):
-            where = f"spec.template.spec.containers[{i}]"
-            errors += container_errors(container, where)
-            if not isinstance(container, dict) or not container.get("name"):
-                errors.append(f"{where}: no name")
+        errors += _pod_errors(spec)
+    return errors
+
+
+def _pod_errors(spec: dict[str, Any]) -> list[str]:
+    """A workload's pod template: named containers of known structure."""
+    errors = []
+    pod = (spec.get("template") or {}).get("spec") or {}
+    containers = pod.get("containers") or []
+    if not containers:
+        errors.append("spec.template.spec.containers: empty")
+    for i, container in enumerate(containers):
+        where = f"spec.template.spec.containers[{i}]"
+        errors += container_errors(container, where)
+        if not isinstance(container, dict) or not container.get("name"):
+            errors.append(f"{where}: no name")
     return errors
 
 

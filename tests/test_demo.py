@@ -15,10 +15,8 @@ import pytest
 
 DEMO = Path(__file__).resolve().parent.parent / "examples" / "polls" / "demo.py"
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("DATABASE") == "postgres",
-    reason="the demo runs on its own SQLite database: the SQLite run covers it",
-)
+# The demo runs on its own SQLite database: the SQLite half covers it.
+pytestmark = pytest.mark.sqlite_only
 
 
 def processes() -> list[tuple[int, int, int]]:

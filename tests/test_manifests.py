@@ -11,7 +11,10 @@ extension names, required sink/subscriber), so those are project rules here.
 from __future__ import annotations
 
 import copy
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,7 +41,7 @@ WEB_PORT = 8000  # gunicorn in the example's Dockerfile
 
 ENV_SOURCES = (("configMapRef", "ConfigMap"), ("secretRef", "Secret"))
 # The Knative kinds are validated against CRDs; these are checked by hand.
-BUILTIN_GROUPS = ("v1", "batch/v1")
+BUILTIN_GROUPS = ("v1", "batch/v1", "apps/v1")
 
 # pkg/apis/duck/v1/delivery_types.go; `delivery` is preserve-unknown-fields.
 DELIVERY_FIELDS = {
@@ -191,7 +194,7 @@ def trigger_problems(spec: dict[str, Any]) -> list[str]:
 
 
 def relay_problems(spec: dict[str, Any]) -> list[str]:
-    """A ContainerSource's unvalidated template runs a bridge management command."""
+    """The relay's pod template runs a bridge management command."""
     containers = ((spec.get("template") or {}).get("spec") or {}).get("containers")
     if not containers:
         return ["spec.template.spec.containers: empty"]
@@ -225,8 +228,6 @@ def rule_problems(doc: dict[str, Any]) -> list[str]:
             and (subject.get("name") or subject.get("selector"))
         ):
             problems.append("spec.subject: needs apiVersion, kind, name or selector")
-    if kind == "ContainerSource":
-        problems += relay_problems(spec)
     if kind == "Broker" and "delivery" in spec:
         problems += delivery_problems(spec["delivery"], "spec.delivery")
     if kind == "Trigger":
@@ -235,7 +236,12 @@ def rule_problems(doc: dict[str, Any]) -> list[str]:
 
 
 def problems(doc: dict[str, Any], validators: dict) -> list[str]:
-    """Everything wrong with a Knative document: schema, then project rules."""
+    """Everything wrong with a document: schema (or structure), then project rules."""
+    if doc.get("apiVersion") in BUILTIN_GROUPS:
+        found = k8s_schema.builtin_errors(doc)
+        if doc["kind"] == "Deployment":
+            found += relay_problems(doc.get("spec") or {})
+        return found
     return k8s_schema.schema_errors(doc, validators) + rule_problems(doc)
 
 
@@ -305,20 +311,20 @@ def test_knative_documents_match_crds_and_rules(documents, validators) -> None:
         "Broker",
         "Trigger",
         "SinkBinding",
-        "ContainerSource",
     }
 
 
 def test_builtin_documents_have_basic_structure(documents) -> None:
     # Structure only: Kubernetes' own OpenAPI schemas are not available offline.
     builtin = [d for d in documents if d.get("apiVersion") in BUILTIN_GROUPS]
-    found = {label(doc): k8s_schema.builtin_errors(doc) for doc in builtin}
+    found = {label(doc): problems(doc, {}) for doc in builtin}
     assert {name: errors for name, errors in found.items() if errors} == {}
     assert {label(doc) for doc in builtin} == {
         "Namespace/polls",
         "ConfigMap/polls-settings",
         "Secret/polls-database",
         "Job/polls-migrate",
+        "Deployment/polls-relay",
     }
 
 
@@ -389,19 +395,57 @@ def test_trigger_audience_is_the_receivers_setting(documents) -> None:
 def test_web_and_relay_send_the_same_extensions(documents) -> None:
     # Each event gets the overrides of the process that delivers it.
     binding = one(documents, "SinkBinding", "polls-sink")["spec"]
-    relay = one(documents, "ContainerSource", "polls-relay")["spec"]
+    relay = one(documents, "SinkBinding", "polls-relay-sink")["spec"]
     assert binding["ceOverrides"] == relay["ceOverrides"]
     assert binding["subject"]["name"] == "polls"
+    assert relay["subject"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "polls-relay",
+    }
+    assert relay["sink"] == binding["sink"]
+
+
+def relay_container(documents: list[dict[str, Any]]) -> dict[str, Any]:
+    deployment = one(documents, "Deployment", "polls-relay")
+    return deployment["spec"]["template"]["spec"]["containers"][0]
 
 
 def test_relay_runs_cloudevents_relay_until_stopped(documents) -> None:
-    container = one(documents, "ContainerSource", "polls-relay")["spec"]["template"][
-        "spec"
-    ]["containers"][0]
-    # A ContainerSource is a Deployment: with --once the pod would exit and restart.
-    assert container["command"] == ["python", "manage.py", "cloudevents_relay"]
+    container = relay_container(documents)
+    # A Deployment: with --once the pod would exit and restart.
+    command = container["command"]
+    assert command[:3] == ["python", "manage.py", "cloudevents_relay"]
+    assert "--once" not in command
     assert "cloudevents_relay" in bridge_commands()
     assert container["image"] == IMAGE
+
+
+def test_relay_is_scaled_apart_from_the_web_service(documents) -> None:
+    deployment = one(documents, "Deployment", "polls-relay")
+    assert deployment["spec"]["replicas"] >= 2  # several relays share the outbox
+
+
+def test_relay_probes_read_the_heartbeat_file_it_writes(documents, tmp_path) -> None:
+    """The probes' own code, run against a file fresh and stale."""
+    container = relay_container(documents)
+    command = container["command"]
+    written = command[command.index("--heartbeat-file") + 1]
+    heartbeat = tmp_path / "beat"
+    for key in ("livenessProbe", "readinessProbe"):
+        probe = container[key]["exec"]["command"]
+        assert probe[:2] == ["python", "-c"] and written in probe[2]
+        code = probe[2].replace(written, str(heartbeat))
+
+        def run(probe_code: str = code) -> int:
+            return subprocess.run([sys.executable, "-c", probe_code]).returncode
+
+        assert run() != 0  # no heartbeat yet: not live, not ready
+        heartbeat.touch()
+        assert run() == 0
+        os.utime(heartbeat, (1, 1))  # not touched since 1970
+        assert run() != 0
+        heartbeat.unlink()
 
 
 def test_web_service_listens_on_8000(documents) -> None:
@@ -507,8 +551,8 @@ MISTAKES = [
         id="extension-Bad_Name",
     ),
     pytest.param(
-        "ContainerSource",
-        "polls-relay",
+        "SinkBinding",
+        "polls-relay-sink",
         put("spec.ceOverrides.extensions.additional", 42),
         "value must be a string",
         id="extension-int-value",
@@ -556,25 +600,46 @@ MISTAKES = [
         id="delivery-typo",
     ),
     pytest.param(
-        "ContainerSource",
+        "Deployment",
         "polls-relay",
         put(f"{TEMPLATE}.command.2", "cloudevents_relai"),
         "no management command 'cloudevents_relai'",
         id="unknown-command",
     ),
     pytest.param(
-        "ContainerSource",
+        "Deployment",
         "polls-relay",
         rename(f"{TEMPLATE}.command", "comand"),
         "unknown container field 'comand'",
         id="container-typo",
     ),
     pytest.param(
-        "ContainerSource",
-        "polls-relay",
+        "SinkBinding",
+        "polls-relay-sink",
         drop("spec.sink"),
         "spec.sink: needs a ref or a uri",
         id="no-sink",
+    ),
+    pytest.param(
+        "Deployment",
+        "polls-relay",
+        put("spec.selector.matchLabels", {"app.kubernetes.io/name": "other"}),
+        "must match the template's labels",
+        id="selector-mismatch",
+    ),
+    pytest.param(
+        "Deployment",
+        "polls-relay",
+        rename(f"{TEMPLATE}.livenessProbe.periodSeconds", "period"),
+        "unknown probe field 'period'",
+        id="probe-typo",
+    ),
+    pytest.param(
+        "Deployment",
+        "polls-relay",
+        rename("spec.replicas", "replica"),
+        "unknown Deployment field 'replica'",
+        id="deployment-typo",
     ),
     pytest.param(
         "Service",

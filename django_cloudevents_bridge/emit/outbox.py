@@ -1,9 +1,10 @@
-"""The outbox: rows written in the caller's transaction, tried at once after commit.
+"""The outbox: rows written in the caller's transaction, sent by the relay.
 
-``write()`` is the only work added to ``save()``: one INSERT, no network. After
-the commit a background thread claims and sends those rows right away, so events
-normally reach the sink within milliseconds; whatever it cannot deliver stays
-pending for the relay (``manage.py cloudevents_relay``).
+``write()`` is the only work added to ``save()``: one INSERT, no network. The
+relay (``manage.py cloudevents_relay``) sends the rows; on PostgreSQL the INSERT
+wakes it (``wakeup.py``). With ``CLOUDEVENTS_OUTBOX["BACKGROUND"]`` a background
+thread of the saving process also tries them right after the commit; whatever it
+cannot deliver stays pending for the relay.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from django.utils import timezone
 from .. import conf
 from ..bindings import jsonformat
 from ..events import CloudEvent
-from ..models import OutboxEvent
+from ..models import OutboxEvent, RelayHeartbeat
 from . import transaction_aborted
 
 logger = logging.getLogger("django_cloudevents_bridge")
@@ -68,7 +69,7 @@ def ready(using: str) -> bool:
 
 
 def store(batch: Sequence[CloudEvent], using: str) -> None:
-    """Write the events to the outbox and try them after commit.
+    """Write the events to the outbox (and, with BACKGROUND, try them after commit).
 
     If the outbox cannot take them, they are still sent once after the commit,
     from the background thread (never inside the request), unless the failure
@@ -90,7 +91,9 @@ def store(batch: Sequence[CloudEvent], using: str) -> None:
             "Could not write CloudEvents %s to the outbox; sending them once",
             ", ".join(event.get_id() for event in rest),
         )
-    jobs: list[Job] = [(using, ids), ("", rest)]  # the relay retries written rows
+    jobs: list[Job] = [("", rest)]  # the relay sends (and retries) written rows
+    if ids and conf.outbox()["BACKGROUND"]:
+        jobs.append((using, ids))  # ... and this process tries them first
     for job in jobs:
         if job[1]:
             transaction.on_commit(
@@ -294,19 +297,60 @@ def prune(using: str = DEFAULT_DB_ALIAS, older_than: float | None = None) -> int
 
 
 def stats(using: str = DEFAULT_DB_ALIAS) -> dict[str, Any]:
-    """Counts per status, and the oldest pending row's age in seconds."""
+    """Counts per status, the oldest pending row's age in seconds, and the relays.
+
+    ``relay_last_seen_age``: seconds since a relay's last heartbeat (None: none
+    runs); ``waiting_without_relay``: the message of ``waiting()``, or None.
+    """
     rows = OutboxEvent.objects.using(using)
     counts = dict.fromkeys(OutboxEvent.Status.values, 0)
     for row in rows.values("status").annotate(n=Count("pk")):
         counts[row["status"]] = row["n"]
+    found = {**counts, **health(using)}
+    return {**found, "waiting_without_relay": waiting(found)}
+
+
+STALE = 300.0  # seconds: a pending event this old, with no relay, is reported
+RELAY_GONE = 60.0  # seconds without a heartbeat before a relay counts as gone
+
+
+def health(using: str = DEFAULT_DB_ALIAS) -> dict[str, float | None]:
+    """The oldest pending row's age and the last relay heartbeat's, in seconds."""
+    now = timezone.now()
     oldest: datetime | None = (
-        rows.filter(status=OutboxEvent.Status.PENDING)
+        OutboxEvent.objects.using(using)
+        .filter(status=OutboxEvent.Status.PENDING)
         .order_by("pk")
         .values_list("created_at", flat=True)
         .first()
     )
-    age = (timezone.now() - oldest).total_seconds() if oldest else None
-    return {**counts, "oldest_pending_age": age}
+    seen = RelayHeartbeat.objects.using(using).last_seen()
+    return {
+        "oldest_pending_age": (now - oldest).total_seconds() if oldest else None,
+        "relay_last_seen_age": (now - seen).total_seconds() if seen else None,
+    }
+
+
+def waiting(found: dict[str, Any]) -> str | None:
+    """What to say when events wait for minutes and no relay was seen lately."""
+    age, seen = found["oldest_pending_age"], found["relay_last_seen_age"]
+    if age is None or age < STALE or (seen is not None and seen < RELAY_GONE):
+        return None
+    last = (
+        "no relay is running" if seen is None else f"a relay was last seen {_ago(seen)}"
+    )
+    return (
+        f"CloudEvents are waiting in the outbox (the oldest for {_ago(age, '')}) "
+        f"and {last}: run manage.py cloudevents_relay."
+    )
+
+
+def _ago(seconds: float, suffix: str = " ago") -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s{suffix}"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min{suffix}"
+    return f"{seconds / 3600:.1f} h{suffix}"
 
 
 def retry(rows: QuerySet[OutboxEvent]) -> int:

@@ -1,6 +1,8 @@
-"""The app's models: the outbox (emit) and the received events with their runs."""
+"""The app's models: the outbox and relay heartbeats (emit), and the received
+events with their runs."""
 
 from .inbox import ReceivedEvent, TargetRun
 from .outbox import OutboxEvent
+from .relay import RelayHeartbeat
 
-__all__ = ["OutboxEvent", "ReceivedEvent", "TargetRun"]
+__all__ = ["OutboxEvent", "ReceivedEvent", "RelayHeartbeat", "TargetRun"]

@@ -2,8 +2,9 @@
 
 It migrates a fresh SQLite database, starts the project under gunicorn on a free
 loopback port with K_SINK pointing at the project's own receiver (standing in for
-the Knative broker), starts the outbox relay, creates and edits questions and casts
-votes over real HTTP, then prints every event the receiver took (like Knative's
+the Knative broker), starts the outbox relay (the sender: the web workers only
+write each event to the outbox), creates and edits questions and casts votes over
+real HTTP, then prints every event the receiver took (like Knative's
 event-display) and a one-line summary. With --serve it keeps serving (admin user
 "admin", password "admin") until Ctrl-C or SIGTERM. However it ends (done, failed,
 Ctrl-C, SIGTERM, SIGHUP), nothing is left running and its temporary directory is
@@ -219,6 +220,8 @@ def run(
         workdir / "gunicorn.log",
     )
     children.append(server)
+    # The relay sends every event (BACKGROUND is off: gunicorn's workers only write
+    # the outbox). SQLite has no LISTEN/NOTIFY, so it polls, here every 0.2 s.
     children.append(
         start(
             [*manage, "cloudevents_relay", "--interval", "0.2"],

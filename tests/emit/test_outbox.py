@@ -23,7 +23,7 @@ from django_cloudevents_bridge.bindings import jsonformat
 from django_cloudevents_bridge.emit import emit, handlers, outbox
 from django_cloudevents_bridge.emit.relay import Relay, retry_delay
 from django_cloudevents_bridge.exceptions import DeliveryError
-from django_cloudevents_bridge.models import OutboxEvent
+from django_cloudevents_bridge.models import OutboxEvent, RelayHeartbeat
 from django_cloudevents_bridge.models._outbox_sql import in_subject_order
 from tests.sink import Fault, Sink
 from tests.testapp.models import Choice, Question
@@ -73,6 +73,35 @@ def test_outbox_is_the_default(settings, http_sink):
     assert http_sink.received == []
 
 
+def server_connections() -> int:
+    """Sessions on this database, this one included (PostgreSQL); 0 elsewhere."""
+    if connection.vendor != "postgresql":
+        return 0
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        )
+        return cursor.fetchone()[0]
+
+
+def test_by_default_a_save_writes_the_row_and_nothing_else(settings, http_sink):
+    settings.CLOUDEVENTS_DELIVERY = "outbox"
+    del settings.CLOUDEVENTS_OUTBOX  # the defaults, whatever DEBUG is
+    settings.DEBUG = True
+    threads, sessions = threading.enumerate(), server_connections()
+    queued = outbox.background.outstanding
+    ask()
+    with transaction.atomic():
+        ask()
+    ask()  # autocommit too
+    assert threading.enumerate() == threads  # no sender thread started
+    assert outbox.background.outstanding == queued  # nothing handed to one
+    assert outbox.background.wait(10)
+    assert server_connections() == sessions  # no connection opened
+    assert set(OutboxEvent.objects.values_list("status", flat=True)) == {"pending"}
+    assert http_sink.received == []  # the relay is the sender
+
+
 def test_save_adds_exactly_one_insert(relay_settings, django_assert_num_queries):
     ask()  # the first save looks up the outbox table once per process
     with django_assert_num_queries(2):  # the model's INSERT and the outbox's
@@ -81,6 +110,7 @@ def test_save_adds_exactly_one_insert(relay_settings, django_assert_num_queries)
 
 def test_save_does_not_wait_for_a_stalled_sink(settings, http_sink):
     settings.CLOUDEVENTS_DELIVERY = "outbox"
+    settings.CLOUDEVENTS_OUTBOX = {"BACKGROUND": True}
     settings.CLOUDEVENTS_HANDLER_OPTIONS = {"timeout": 2.0, "oidc_token_path": None}
     stall = threading.Event()  # the sink answers once it is set
     http_sink.faults.append(Fault(hold=stall))
@@ -92,6 +122,7 @@ def test_save_does_not_wait_for_a_stalled_sink(settings, http_sink):
 
 def test_background_attempt_delivers_right_after_commit(settings, http_sink):
     settings.CLOUDEVENTS_DELIVERY = "outbox"
+    settings.CLOUDEVENTS_OUTBOX = {"BACKGROUND": True}
     with transaction.atomic():
         question = ask()
         Choice.objects.create(question=question, choice_text="a")
@@ -589,7 +620,7 @@ def test_missing_table_is_looked_for_again(settings, monkeypatch):
 
 def test_many_events_in_one_transaction_all_go_out_at_once(settings, http_sink):
     settings.CLOUDEVENTS_DELIVERY = "outbox"
-    settings.CLOUDEVENTS_OUTBOX = {"BATCH_SIZE": 10}
+    settings.CLOUDEVENTS_OUTBOX = {"BATCH_SIZE": 10, "BACKGROUND": True}
     with transaction.atomic():
         for n in range(25):
             ask(str(n))
@@ -653,6 +684,8 @@ def test_relay_command_once(relay_settings, http_sink, capsys):
     call_command("cloudevents_relay", "--once")
     assert "claimed 3, delivered 3, failed 0, parked 0" in capsys.readouterr().out
     assert len(http_sink.received) == 3
+    # A cron relay leaves its heartbeat: when it last ran.
+    assert RelayHeartbeat.objects.last_seen() is not None
 
 
 class DownBatchHandler(handlers.BaseHandler):

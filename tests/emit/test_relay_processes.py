@@ -358,3 +358,82 @@ def test_a_slow_sink_does_not_make_two_live_relays_send_twice(
     assert sink.duplicates() == {}
     texts = [r.event.get_data()["data"]["question_text"] for r in sink.received]
     assert texts == [f"v{n}" for n in range(20)]
+
+
+def idle_after_first_drain(relays: Relays, relay_name: str) -> None:
+    """Wait until the relay beat twice: its first drain is over and it waits.
+
+    The loop beats, drains, then waits; it beats again HEARTBEAT_EVERY later
+    without draining (a beat never triggers a claim). So once ``last_seen``
+    has moved past ``started_at``, the only drains left are the ones a
+    notification or the poll interval starts.
+    """
+    from django_cloudevents_bridge.models import RelayHeartbeat
+
+    def beat_twice() -> bool:
+        row = RelayHeartbeat.objects.filter(name=relay_name).first()
+        return row is not None and row.last_seen > row.started_at
+
+    relays.until(beat_twice, timeout=60)
+
+
+@pytest.mark.postgres
+def test_the_relay_is_woken_by_the_insert_not_the_poll_interval(
+    settings, sink, shared_db, relays
+):
+    need_postgres()
+    settings.CLOUDEVENTS_DELIVERY = "outbox"
+    del settings.CLOUDEVENTS_OUTBOX  # the defaults: the web process sends nothing
+    heartbeat = shared_db.directory / "alive"
+    # A 10-minute poll interval: an event that arrives within a minute can only
+    # have been claimed because the INSERT's notification woke the relay.
+    relay = relays.start("--heartbeat-file", str(heartbeat), POLL_INTERVAL=600)
+    idle_after_first_drain(relays, relay.name)
+    assert heartbeat.exists()
+
+    question = Question.objects.create(question_text="now", pub_date=NOW)
+    row = OutboxEvent.objects.get()
+    relays.until(lambda: sink.counts() == {row.event_id: 1}, timeout=60)
+    with transaction.atomic():  # a burst in one transaction: one notification
+        for n in range(5):
+            question.question_text = f"v{n}"
+            question.save()
+    relays.until(lambda: sink.distinct() == 6, timeout=60)
+    relays.until(lambda: not OutboxEvent.objects.filter(status="pending").exists())
+
+    relay.send(signal.SIGTERM)
+    assert relay.wait() == 0
+    out, err = relay.output()
+    assert summary(out) == (6, 6, 0, 0)
+    assert "Traceback" not in err
+    from django_cloudevents_bridge.models import RelayHeartbeat
+
+    assert not RelayHeartbeat.objects.exists()  # a clean exit removes its row
+
+
+def test_a_running_relay_keeps_its_heartbeat_and_silences_the_check(
+    outbox_settings, sink, shared_db, relays
+):
+    from django_cloudevents_bridge import checks
+    from django_cloudevents_bridge.models import RelayHeartbeat
+
+    Question.objects.create(question_text="waiting", pub_date=NOW)
+    sink.hold_after(0)  # the event stays in flight: pending, and old
+    OutboxEvent.objects.update(created_at=timezone.now() - datetime.timedelta(hours=1))
+    [warning] = checks.check_relay(databases=["default"])
+    assert warning.id == "cloudevents_bridge.W005"
+    shared_db.publish()
+    relay = relays.start(**FAST)
+    relays.until(lambda: sink.held >= 1)
+
+    def seen() -> bool:
+        shared_db.refresh()
+        return RelayHeartbeat.objects.filter(name=relay.name).exists()
+
+    relays.until(seen)
+    assert checks.check_relay(databases=["default"]) == []
+    sink.release()
+    relay.send(signal.SIGTERM)
+    assert relay.wait() == 0
+    shared_db.refresh()
+    assert not RelayHeartbeat.objects.exists()

@@ -18,7 +18,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--database", default=DEFAULT_DB_ALIAS)
         actions = parser.add_subparsers(dest="action", required=True)
-        show = actions.add_parser("stats", help="counts per status")
+        show = actions.add_parser(
+            "stats", help="counts per status, oldest pending age, last relay seen"
+        )
         show.add_argument("--json", action="store_true", help="print JSON")
         retry = actions.add_parser(
             "retry", help="make parked events pending again (all, or by filter)"
@@ -39,7 +41,10 @@ class Command(BaseCommand):
                 self.stdout.write(json.dumps(result))
             else:
                 for key, value in result.items():
-                    self.stdout.write(f"{key}: {value}")
+                    if key != "waiting_without_relay":
+                        self.stdout.write(f"{key}: {value}")
+                if result["waiting_without_relay"]:
+                    self.stderr.write(f"warning: {result['waiting_without_relay']}")
         elif options["action"] == "retry":
             rows = OutboxEvent.objects.using(using).filter(
                 status=OutboxEvent.Status.PARKED
