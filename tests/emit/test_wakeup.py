@@ -129,9 +129,8 @@ def test_an_unreachable_database_polls_and_says_so(monkeypatch, caplog):
     assert waker.wait(0.01) is False  # polls; no new attempt for an hour
 
 
+@pytest.mark.sqlite_only  # the polling fallback of the other databases
 def test_other_databases_poll(outbox_settings):
-    if connection.vendor == "postgresql":
-        pytest.skip("the polling fallback of the other databases (SQLite)")
     waker = Wakeup(connection.alias, threading.Event())
     assert not waker.supported and not waker.listening
     ask()
