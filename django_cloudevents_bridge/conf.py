@@ -121,6 +121,7 @@ OUTBOX_DEFAULTS: dict[str, Any] = {
     "RETENTION": 7 * 24 * 3600.0,  # seconds delivered rows are kept
     "POLL_INTERVAL": 1.0,  # seconds the relay sleeps when nothing is due
     "BACKGROUND": True,  # try each event at once, off the request thread
+    "LOCK_TIMEOUT": 5.0,  # seconds save() waits for a lock on the outbox table
 }
 
 

@@ -127,10 +127,75 @@ def write(
     sql = _insert_sql(using, returning)
     ids = [] if ids is None else ids
     with connection.cursor() as cursor:
+        bound = _lock_bound(connection, cursor)
+        if bound:
+            sql = _bounded(sql, bound[0])
         for row in values:
             cursor.execute(sql, row)
+            if bound and bound[1]:
+                cursor.nextset()  # psycopg 3 starts at the first statement's result
             ids.append(cursor.fetchone()[0] if returning else cursor.lastrowid)
     return ids
+
+
+def _lock_bound(connection: Any, cursor: Any) -> tuple[int, bool] | None:
+    """How long the INSERT may wait for a lock on the outbox table, in ms, and
+    whether the cursor must skip to the INSERT's result; None: no bound.
+
+    The bound travels in the INSERT's own statement string (``_bounded``): no
+    round trip of its own. That takes a cursor that sends several statements in
+    one string, so PostgreSQL with client-side binding: psycopg 3's default in
+    Django, and psycopg2. With ``"server_side_binding": True`` (prepared
+    statements take one statement) the INSERT waits without a bound.
+    """
+    seconds = conf.outbox()["LOCK_TIMEOUT"]
+    if connection.vendor != "postgresql" or not seconds:
+        return None
+    raw = getattr(cursor, "cursor", None)
+    kind = _cursor_kinds.get(type(raw))
+    if kind is None:
+        kind = _cursor_kinds[type(raw)] = _cursor_kind(raw)
+    if kind == "server":
+        return None
+    return max(1, round(seconds * 1000)), kind == "psycopg"
+
+
+_cursor_kinds: dict[type, str] = {}
+
+
+def _cursor_kind(raw: Any) -> str:
+    """``psycopg`` (3, client-side binding), ``psycopg2``, or ``server`` (other)."""
+    if type(raw).__module__.startswith("psycopg2"):
+        return "psycopg2"
+    with contextlib.suppress(ImportError):
+        import psycopg
+
+        if isinstance(raw, psycopg.ClientCursor):
+            return "psycopg"
+    return "server"
+
+
+@functools.lru_cache(maxsize=8)
+def _bounded(insert: str, milliseconds: int) -> str:
+    """``insert`` (with RETURNING) run under ``lock_timeout`` (PostgreSQL).
+
+    Three steps in two statements, one round trip: keep the session's value and
+    set the bound (the lower one, if the session has a bound of its own), then
+    the INSERT and the value put back. ``set_config(..., true)`` is SET LOCAL: in
+    autocommit the string is one implicit transaction, so the bound ends with it;
+    inside ``atomic()`` the value put back is what the rest of the transaction
+    sees. An INSERT that fails leaves the transaction aborted, and its end
+    restores the value. The result is the INSERT's, in the last statement.
+    """
+    current = "current_setting('lock_timeout')"
+    return (
+        f"SELECT set_config('dce.lock_timeout', {current}, true), "
+        f"set_config('lock_timeout', CASE WHEN {current}::interval > '0' AND "
+        f"{current}::interval <= '{milliseconds}ms' THEN {current} ELSE "
+        f"'{milliseconds}ms' END, true); "
+        f"WITH inserted AS ({insert}) SELECT inserted.*, set_config('lock_timeout', "
+        "current_setting('dce.lock_timeout'), true) FROM inserted"
+    )
 
 
 @functools.lru_cache(maxsize=8)

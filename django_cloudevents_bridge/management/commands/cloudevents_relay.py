@@ -54,6 +54,7 @@ class Command(BaseCommand):
             relay = Relay(handler, using=options["database"], options=settings)
             try:
                 if options["once"]:
+                    relay.recover()
                     self.report(relay.drain())
                 else:
                     self.trap(stop)
@@ -68,13 +69,15 @@ class Command(BaseCommand):
         while not stop.is_set():
             try:
                 if time.monotonic() >= next_prune:
+                    relay.recover()  # claims of this host's dead relays (SQLite)
                     prune(relay.using)
                     next_prune = time.monotonic() + PRUNE_EVERY
                 # Until nothing is due, SIGTERM, or the next retention sweep.
                 result = relay.drain(stop, until=next_prune)
             except DatabaseError as err:
                 # The database restarted or failed over: reconnect and go on;
-                # rows this relay had claimed come back when their lease ends.
+                # rows this relay had claimed come back at once (PostgreSQL: the
+                # session that held them is gone) or when their lease ends.
                 logger.warning("Relay database error, retrying: %s", err)
                 connections[relay.using].close()
                 stop.wait(max(interval, 1.0))
