@@ -127,20 +127,26 @@ def write(
     sql = _insert_sql(using, returning)
     ids = [] if ids is None else ids
     with connection.cursor() as cursor:
-        bound = _lock_bound(connection, cursor)
-        if bound:
-            sql = _bounded(sql, bound[0])
+        kind = _lock_bound(connection, cursor)
+        seconds = kind and conf.outbox()["LOCK_TIMEOUT"]
+        if seconds:
+            sql = _bounded(
+                sql,
+                round(seconds * 1000) or 1,
+                restore=not connection.get_autocommit(),
+                last=kind == "psycopg2",
+            )
         for row in values:
             cursor.execute(sql, row)
-            if bound and bound[1]:
+            if seconds and kind == "psycopg":
                 cursor.nextset()  # psycopg 3 starts at the first statement's result
             ids.append(cursor.fetchone()[0] if returning else cursor.lastrowid)
     return ids
 
 
-def _lock_bound(connection: Any, cursor: Any) -> tuple[int, bool] | None:
-    """How long the INSERT may wait for a lock on the outbox table, in ms, and
-    whether the cursor must skip to the INSERT's result; None: no bound.
+def _lock_bound(connection: Any, cursor: Any) -> str | None:
+    """The cursor's kind if the INSERT can carry a bound on its lock wait
+    (``LOCK_TIMEOUT``): ``psycopg`` (3) or ``psycopg2``; None: it cannot.
 
     The bound travels in the INSERT's own statement string (``_bounded``): no
     round trip of its own. That takes a cursor that sends several statements in
@@ -148,23 +154,20 @@ def _lock_bound(connection: Any, cursor: Any) -> tuple[int, bool] | None:
     Django, and psycopg2. With ``"server_side_binding": True`` (prepared
     statements take one statement) the INSERT waits without a bound.
     """
-    seconds = conf.outbox()["LOCK_TIMEOUT"]
-    if connection.vendor != "postgresql" or not seconds:
+    if connection.vendor != "postgresql":
         return None
     raw = getattr(cursor, "cursor", None)
     kind = _cursor_kinds.get(type(raw))
     if kind is None:
         kind = _cursor_kinds[type(raw)] = _cursor_kind(raw)
-    if kind == "server":
-        return None
-    return max(1, round(seconds * 1000)), kind == "psycopg"
+    return kind or None
 
 
 _cursor_kinds: dict[type, str] = {}
 
 
 def _cursor_kind(raw: Any) -> str:
-    """``psycopg`` (3, client-side binding), ``psycopg2``, or ``server`` (other)."""
+    """``psycopg`` (3, client-side binding), ``psycopg2``, or "" (one statement)."""
     if type(raw).__module__.startswith("psycopg2"):
         return "psycopg2"
     with contextlib.suppress(ImportError):
@@ -172,30 +175,39 @@ def _cursor_kind(raw: Any) -> str:
 
         if isinstance(raw, psycopg.ClientCursor):
             return "psycopg"
-    return "server"
+    return ""
 
 
-@functools.lru_cache(maxsize=8)
-def _bounded(insert: str, milliseconds: int) -> str:
-    """``insert`` (with RETURNING) run under ``lock_timeout`` (PostgreSQL).
+@functools.lru_cache(maxsize=16)
+def _bounded(insert: str, milliseconds: int, *, restore: bool, last: bool) -> str:
+    """``insert`` (with RETURNING) run under ``lock_timeout`` (PostgreSQL), in one
+    string: one round trip.
 
-    Three steps in two statements, one round trip: keep the session's value and
-    set the bound (the lower one, if the session has a bound of its own), then
-    the INSERT and the value put back. ``set_config(..., true)`` is SET LOCAL: in
-    autocommit the string is one implicit transaction, so the bound ends with it;
-    inside ``atomic()`` the value put back is what the rest of the transaction
-    sees. An INSERT that fails leaves the transaction aborted, and its end
-    restores the value. The result is the INSERT's, in the last statement.
+    The first statement sets the bound (the session's own, if that is lower)
+    with ``set_config(..., true)``, which is SET LOCAL. In autocommit the string
+    runs as one implicit transaction, so the bound ends with it. In a
+    transaction (``restore``) the value is kept first and put back after the
+    INSERT, so the rest of the transaction sees its own; an INSERT that fails
+    aborts the transaction, whose end restores the value. The cursor's result is
+    the first statement's with psycopg 3 and the last one's with psycopg2
+    (``last``): there, the value is put back in the INSERT's statement.
     """
     current = "current_setting('lock_timeout')"
-    return (
-        f"SELECT set_config('dce.lock_timeout', {current}, true), "
+    limit = f"'{milliseconds}ms'"
+    bound = (
         f"set_config('lock_timeout', CASE WHEN {current}::interval > '0' AND "
-        f"{current}::interval <= '{milliseconds}ms' THEN {current} ELSE "
-        f"'{milliseconds}ms' END, true); "
-        f"WITH inserted AS ({insert}) SELECT inserted.*, set_config('lock_timeout', "
-        "current_setting('dce.lock_timeout'), true) FROM inserted"
+        f"{current}::interval <= {limit} THEN {current} ELSE {limit} END, true)"
     )
+    if not restore:
+        return f"SELECT {bound}; {insert}"
+    keep = f"SELECT set_config('dce.lock_timeout', {current}, true), {bound}"
+    put_back = "set_config('lock_timeout', current_setting('dce.lock_timeout'), true)"
+    if last:
+        return (
+            f"{keep}; WITH inserted AS ({insert}) "
+            f"SELECT inserted.*, {put_back} FROM inserted"
+        )
+    return f"{keep}; {insert}; SELECT {put_back}"
 
 
 @functools.lru_cache(maxsize=8)

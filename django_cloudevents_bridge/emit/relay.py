@@ -1,7 +1,10 @@
 """Drain OutboxEvent rows through the real handler: claim, send, record.
 
-Claims are leases (``OutboxEventQuerySet.claim``): a relay that dies leaves its
-rows to be reclaimed when the lease runs out, and no lock is held while sending.
+Claims are leases (``OutboxEventQuerySet.claim``), and no lock is held while
+sending. On PostgreSQL each claim is also tied to the claiming database session
+(``OutboxEventQuerySet.tie``): the rows of a relay that dies are free for the next
+claim at once; elsewhere a restarted relay gives back its host's dead claims
+(``Relay.recover``), and the lease's end frees the rest.
 Per-subject order: a row is sent only when every earlier pending row with the same
 ``subject`` is sent first (in the same claim, in order) - a later change of an
 object never overtakes an earlier one that is waiting for a retry. A parked row

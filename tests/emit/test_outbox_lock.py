@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 from django.db import DatabaseError, connection, transaction
+from django.utils import timezone
 
 from django_cloudevents_bridge.emit import outbox
 from django_cloudevents_bridge.models import OutboxEvent
@@ -113,7 +114,8 @@ def test_the_bound_ends_with_the_insert(bounded, session):
 @pytest.mark.parametrize("session, applied", [("50ms", "50ms"), ("7s", "200ms")])
 def test_a_stricter_session_bound_is_kept_for_the_insert(session, applied):
     # The setting's 200 ms, unless the session's own bound is lower.
-    first = outbox._bounded(outbox._insert_sql("default", True), 200).split(";")[0]
+    insert = outbox._insert_sql("default", True)
+    first = outbox._bounded(insert, 200, restore=True, last=False).split(";")[0]
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(f"SET LOCAL lock_timeout = '{session}'")
         cursor.execute(first)
@@ -140,3 +142,21 @@ def test_server_side_binding_writes_without_a_bound(bounded, server_side_binding
         assert outbox._lock_bound(connection, cursor) is None
     ask()
     assert OutboxEvent.objects.count() == 1
+
+
+def test_psycopg2s_form_puts_the_value_back_in_the_inserts_statement():
+    # psycopg2 keeps the last statement's result: the INSERT's row, with the
+    # value put back in the same statement. Run here through psycopg 3.
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    insert = outbox._insert_sql("default", True)
+    sql = outbox._bounded(insert, 200, restore=True, last=True)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL lock_timeout = '7s'")
+        cursor.execute(sql, ["id", "urn:s", "t", "", "{}", now, now])
+        assert cursor.fetchone() == ("7s", "200ms")  # psycopg 3: the first result
+        cursor.nextset()
+        [(pk, restored)] = cursor.fetchall()
+        assert restored == "7s"
+        cursor.execute("SHOW lock_timeout")
+        assert cursor.fetchone()[0] == "7s"
+    assert OutboxEvent.objects.get().pk == pk
