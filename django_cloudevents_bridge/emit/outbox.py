@@ -130,12 +130,8 @@ def write(
         kind = _lock_bound(connection, cursor)
         seconds = kind and conf.outbox()["LOCK_TIMEOUT"]
         if seconds:
-            sql = _bounded(
-                sql,
-                round(seconds * 1000) or 1,
-                restore=not connection.get_autocommit(),
-                last=kind == "psycopg2",
-            )
+            restore = not connection.get_autocommit()
+            sql = _bounded(sql, round(seconds * 1000) or 1, restore=restore)
         for row in values:
             cursor.execute(sql, row)
             if seconds and kind == "psycopg":
@@ -179,35 +175,25 @@ def _cursor_kind(raw: Any) -> str:
 
 
 @functools.lru_cache(maxsize=16)
-def _bounded(insert: str, milliseconds: int, *, restore: bool, last: bool) -> str:
+def _bounded(insert: str, milliseconds: int, *, restore: bool) -> str:
     """``insert`` (with RETURNING) run under ``lock_timeout`` (PostgreSQL), in one
     string: one round trip.
 
-    The first statement sets the bound (the session's own, if that is lower)
-    with ``set_config(..., true)``, which is SET LOCAL. In autocommit the string
-    runs as one implicit transaction, so the bound ends with it. In a
-    transaction (``restore``) the value is kept first and put back after the
-    INSERT, so the rest of the transaction sees its own; an INSERT that fails
-    aborts the transaction, whose end restores the value. The cursor's result is
-    the first statement's with psycopg 3 and the last one's with psycopg2
-    (``last``): there, the value is put back in the INSERT's statement.
+    In autocommit the string runs as one implicit transaction, so a SET LOCAL
+    before the INSERT ends with it. In a transaction (``restore``) the bound would
+    outlive the INSERT: the session's value is kept first and put back by the
+    INSERT's RETURNING, once its row is in; an INSERT that fails aborts the
+    transaction, whose end restores the value. The INSERT's result is the
+    string's last (psycopg2's cursor is there) and second (psycopg 3's cursor is
+    at the first result: ``nextset()``).
     """
-    current = "current_setting('lock_timeout')"
-    limit = f"'{milliseconds}ms'"
-    bound = (
-        f"set_config('lock_timeout', CASE WHEN {current}::interval > '0' AND "
-        f"{current}::interval <= {limit} THEN {current} ELSE {limit} END, true)"
-    )
     if not restore:
-        return f"SELECT {bound}; {insert}"
-    keep = f"SELECT set_config('dce.lock_timeout', {current}, true), {bound}"
-    put_back = "set_config('lock_timeout', current_setting('dce.lock_timeout'), true)"
-    if last:
-        return (
-            f"{keep}; WITH inserted AS ({insert}) "
-            f"SELECT inserted.*, {put_back} FROM inserted"
-        )
-    return f"{keep}; {insert}; SELECT {put_back}"
+        return f"SET LOCAL lock_timeout = '{milliseconds}ms'; {insert}"
+    return (
+        "SELECT set_config('dce.lock_timeout', current_setting('lock_timeout'), "
+        f"true), set_config('lock_timeout', '{milliseconds}ms', true); {insert}, "
+        "set_config('lock_timeout', current_setting('dce.lock_timeout'), true)"
+    )
 
 
 @functools.lru_cache(maxsize=8)
