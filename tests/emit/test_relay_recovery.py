@@ -255,3 +255,14 @@ def test_a_lease_tied_to_an_ended_session_is_free_at_once(settings):
         lease(token)
     claimed = OutboxEvent.objects.claim("next", limit=10, lease=60.0)
     assert [row.event_id for row in claimed] == ["gone@0123456789ab"]
+
+
+@pytest.mark.postgres
+def test_behind_a_transaction_pooler_claims_are_not_tied(settings, monkeypatch):
+    # Django's docs have a transaction-pooling PgBouncer marked so: a session
+    # lock would stay on a server connection others use. The lease it is.
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL (DATABASE=postgres): session locks")
+    assert OutboxEvent.objects.tie("mine").startswith("mine@")
+    monkeypatch.setitem(connection.settings_dict, "DISABLE_SERVER_SIDE_CURSORS", True)
+    assert OutboxEvent.objects.tie("mine") == "mine"
