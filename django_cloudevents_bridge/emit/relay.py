@@ -217,7 +217,8 @@ class Relay:
         dead = [token for token in tokens if _dead(token[len(prefix) :])]
         if not dead:
             return 0
-        released = self._outbox().filter(locked_by__in=dead).release()
+        pending = self._outbox().filter(status=OutboxEvent.Status.PENDING)
+        released = pending.filter(locked_by__in=dead).release()
         logger.warning(
             "Gave back %d CloudEvent(s) claimed by relay processes of this host "
             "that are gone",
