@@ -101,6 +101,8 @@ def check_outbox(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         for key in sorted(set(configured) - set(conf.OUTBOX_DEFAULTS))
     ]
     for key, value in configured.items():
+        if key == "LOCK_TIMEOUT" and value is None:
+            continue  # no bound
         if key in conf.OUTBOX_DEFAULTS and key != "BACKGROUND":
             if isinstance(value, bool) or not isinstance(value, int | float):
                 errors.append(_outbox_error(f"{key} must be a number"))

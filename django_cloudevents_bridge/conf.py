@@ -146,6 +146,7 @@ OUTBOX_DEFAULTS: dict[str, Any] = {
     # Also try each event at once from a thread of the process that saved it.
     # Off: the request path writes the row and nothing else; the relay sends.
     "BACKGROUND": False,
+    "LOCK_TIMEOUT": 5.0,  # seconds save() waits for a lock on the outbox table
 }
 
 

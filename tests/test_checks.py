@@ -154,6 +154,7 @@ def test_errors_stop_manage_py_check(settings):
         ({"BATCHSIZE": 5}, "unknown key 'BATCHSIZE'"),
         ({"LEASE": "60"}, "LEASE must be a number"),
         ({"CONCURRENCY": 0}, "CONCURRENCY must be positive"),
+        ({"LOCK_TIMEOUT": 0}, "LOCK_TIMEOUT must be positive"),
     ],
 )
 def test_bad_outbox_setting(settings, value, message):
@@ -164,7 +165,11 @@ def test_bad_outbox_setting(settings, value, message):
 
 
 def test_good_outbox_setting(settings):
-    settings.CLOUDEVENTS_OUTBOX = {"LEASE": 30, "BACKGROUND": False}
+    settings.CLOUDEVENTS_OUTBOX = {
+        "LEASE": 30,
+        "BACKGROUND": False,
+        "LOCK_TIMEOUT": None,  # no bound
+    }
     assert bridge_checks.check_outbox() == []
 
 

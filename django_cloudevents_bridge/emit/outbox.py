@@ -130,10 +130,73 @@ def write(
     sql = _insert_sql(using, returning)
     ids = [] if ids is None else ids
     with connection.cursor() as cursor:
+        kind = _lock_bound(connection, cursor)
+        seconds = kind and conf.outbox()["LOCK_TIMEOUT"]
+        if seconds:
+            restore = not connection.get_autocommit()
+            sql = _bounded(sql, round(seconds * 1000) or 1, restore=restore)
         for row in values:
             cursor.execute(sql, row)
+            if seconds and kind == "psycopg":
+                cursor.nextset()  # psycopg 3 starts at the first statement's result
             ids.append(cursor.fetchone()[0] if returning else cursor.lastrowid)
     return ids
+
+
+def _lock_bound(connection: Any, cursor: Any) -> str | None:
+    """The cursor's kind if the INSERT can carry a bound on its lock wait
+    (``LOCK_TIMEOUT``): ``psycopg`` (3) or ``psycopg2``; None: it cannot.
+
+    The bound travels in the INSERT's own statement string (``_bounded``): no
+    round trip of its own. That takes a cursor that sends several statements in
+    one string, so PostgreSQL with client-side binding: psycopg 3's default in
+    Django, and psycopg2. With ``"server_side_binding": True`` (prepared
+    statements take one statement) the INSERT waits without a bound.
+    """
+    if connection.vendor != "postgresql":
+        return None
+    raw = getattr(cursor, "cursor", None)
+    kind = _cursor_kinds.get(type(raw))
+    if kind is None:
+        kind = _cursor_kinds[type(raw)] = _cursor_kind(raw)
+    return kind or None
+
+
+_cursor_kinds: dict[type, str] = {}
+
+
+def _cursor_kind(raw: Any) -> str:
+    """``psycopg`` (3, client-side binding), ``psycopg2``, or "" (one statement)."""
+    if type(raw).__module__.startswith("psycopg2"):
+        return "psycopg2"
+    with contextlib.suppress(ImportError):
+        import psycopg
+
+        if isinstance(raw, psycopg.ClientCursor):
+            return "psycopg"
+    return ""
+
+
+@functools.lru_cache(maxsize=16)
+def _bounded(insert: str, milliseconds: int, *, restore: bool) -> str:
+    """``insert`` (with RETURNING) run under ``lock_timeout`` (PostgreSQL), in one
+    string: one round trip.
+
+    In autocommit the string runs as one implicit transaction, so a SET LOCAL
+    before the INSERT ends with it. In a transaction (``restore``) the bound would
+    outlive the INSERT: the session's value is kept first and put back by the
+    INSERT's RETURNING, once its row is in; an INSERT that fails aborts the
+    transaction, whose end restores the value. The INSERT's result is the
+    string's last (psycopg2's cursor is there) and second (psycopg 3's cursor is
+    at the first result: ``nextset()``).
+    """
+    if not restore:
+        return f"SET LOCAL lock_timeout = '{milliseconds}ms'; {insert}"
+    return (
+        "SELECT set_config('dce.lock_timeout', current_setting('lock_timeout'), "
+        f"true), set_config('lock_timeout', '{milliseconds}ms', true); {insert}, "
+        "set_config('lock_timeout', current_setting('dce.lock_timeout'), true)"
+    )
 
 
 @functools.lru_cache(maxsize=8)

@@ -1,7 +1,10 @@
 """Drain OutboxEvent rows through the real handler: claim, send, record.
 
-Claims are leases (``OutboxEventQuerySet.claim``): a relay that dies leaves its
-rows to be reclaimed when the lease runs out, and no lock is held while sending.
+Claims are leases (``OutboxEventQuerySet.claim``), and no lock is held while
+sending. On PostgreSQL each claim is also tied to the claiming database session
+(``OutboxEventQuerySet.tie``): the rows of a relay that dies are free for the next
+claim at once; elsewhere a restarted relay gives back its host's dead claims
+(``Relay.recover``), and the lease's end frees the rest.
 Per-subject order: a row is sent only when every earlier pending row with the same
 ``subject`` is sent first (in the same claim, in order) - a later change of an
 object never overtakes an earlier one that is waiting for a retry. A parked row
@@ -14,6 +17,7 @@ import contextlib
 import logging
 import os
 import random
+import secrets
 import socket
 import threading
 import time
@@ -180,12 +184,48 @@ class Relay:
 
     def claim(self, ids: Iterable[int] | None = None) -> list[OutboxEvent]:
         """Take up to BATCH_SIZE due rows for this relay, respecting subject order."""
-        return self._outbox().claim(
-            f"{self.name}:{uuid.uuid4().hex[:12]}",
+        outbox = self._outbox()
+        return outbox.claim(
+            outbox.tie(f"{self.name}:{_nonce()}:{uuid.uuid4().hex[:12]}"),
             limit=self.options["BATCH_SIZE"],
             lease=self.options["LEASE"],
             ids=ids,
         )
+
+    def recover(self) -> int:
+        """Give back now the claims of this host's relay processes that died.
+
+        For databases where ``tie()`` does nothing (SQLite, a transaction-pooling
+        PgBouncer), so a relay restarted after a crash does not wait out the
+        lease of its own last claims: a claim is its process's if its token starts
+        with this host's name, and that process is dead if its pid is gone, or is
+        this process's pid from an earlier start (a container's pid 1 restarted).
+        Returns the number of rows given back.
+        """
+        if OutboxEventQuerySet.ties_claims(self.using):
+            return 0  # a dead session's claims are free already
+        prefix = f"{socket.gethostname()}:"
+        tokens = (
+            self._outbox()
+            .filter(
+                status=OutboxEvent.Status.PENDING,
+                locked_until__gte=timezone.now(),
+                locked_by__startswith=prefix,
+            )
+            .values_list("locked_by", flat=True)
+            .distinct()
+        )
+        dead = [token for token in tokens if _dead(token[len(prefix) :])]
+        if not dead:
+            return 0
+        pending = self._outbox().filter(status=OutboxEvent.Status.PENDING)
+        released = pending.filter(locked_by__in=dead).release()
+        logger.warning(
+            "Gave back %d CloudEvent(s) claimed by relay processes of this host "
+            "that are gone",
+            released,
+        )
+        return released
 
     def _outbox(self) -> OutboxEventQuerySet:
         return OutboxEvent.objects.using(self.using)
@@ -358,6 +398,34 @@ class Relay:
         """Give back untried rows (an earlier row of their subject failed)."""
         if rows:
             self._outbox().held(rows[0].locked_by, rows).release()
+
+
+_process: tuple[int, str] = (0, "")  # (pid, nonce): see _nonce()
+
+
+def _nonce() -> str:
+    """A random tag of this process, in its claims' tokens: tells this process's
+    claims from those of an earlier one that had the same pid."""
+    global _process
+    if _process[0] != os.getpid():  # first use, or a forked child
+        _process = (os.getpid(), secrets.token_hex(4))
+    return _process[1]
+
+
+def _dead(rest: str) -> bool:
+    """True if the process of a token of this host (``pid:nonce:claim``) is gone."""
+    pid, _, nonce = rest.partition(":")
+    if not pid.isdigit():
+        return False  # not a relay's default name: wait for the lease
+    if int(pid) == os.getpid():
+        return not nonce.startswith(f"{_nonce()}:")
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # PermissionError: another user's live process
+        return False
+    return False
 
 
 def _stopping(stop: threading.Event | None, until: float | None) -> bool:

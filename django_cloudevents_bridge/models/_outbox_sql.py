@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import json
+import secrets
+import weakref
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -27,15 +29,64 @@ def _model() -> type[OutboxEvent]:
     return OutboxEvent
 
 
+# Session locks tie a claim to the database session that took it (PostgreSQL):
+# advisory locks of this class, the second key the hash of the session's tag.
+LOCK_CLASS = 0x44434500  # "DCE\0"
+TAG_LENGTH = 12  # hex digits of a session tag, at the end of a tied token
+_tags: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
+def session_locks(alias: str) -> bool:
+    """True where claims are tied to the claiming session: PostgreSQL, unless the
+    database goes through a transaction-pooling PgBouncer (which Django's docs
+    have you mark with ``DISABLE_SERVER_SIDE_CURSORS``): there, a session lock
+    stays on a server connection the pooler hands to others, and claims fall back
+    to the lease."""
+    connection = connections[alias]
+    return connection.vendor == "postgresql" and not connection.settings_dict.get(
+        "DISABLE_SERVER_SIDE_CURSORS"
+    )
+
+
+def tie(alias: str, token: str) -> str:
+    """``token`` tied to this thread's session on ``alias``: ``token@<tag>``.
+
+    The session holds a shared advisory lock keyed by its tag (taken on its first
+    claim, held until it ends): a claim finds a row leased to a tied token whose
+    lock no session holds (its relay died, or lost its connection) free at once,
+    without waiting for the lease to run out. Unchanged where ``session_locks``
+    is False.
+    """
+    if not session_locks(alias):
+        return token
+    connection = connections[alias]
+    connection.ensure_connection()
+    raw = connection.connection
+    tag = _tags.get(raw)
+    if tag is None:
+        tag = secrets.token_hex(TAG_LENGTH // 2)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_advisory_lock_shared(%s, hashtext(%s))", [LOCK_CLASS, tag]
+            )
+        _tags[raw] = tag
+    return f"{token}@{tag}"
+
+
 @functools.lru_cache(maxsize=64)
 def claim_sql(alias: str, wanted: int) -> str:
     """The one-statement claim on ``alias``, among ``wanted`` ids (0: all due rows).
 
-    The candidates are the first LIMIT due rows, minus (on PostgreSQL) rows
-    another relay is claiming right now (SKIP LOCKED); a candidate is taken only
-    if every earlier pending row of its subject is a candidate too, which is
-    ``in_subject_order`` said in SQL. Parameters: now, now, the ids, the limit,
-    the token, the lease's end, now, now.
+    A row is free if its lease is over or (PostgreSQL) its claim was tied to a
+    session that has ended (``tie``); it is due if pending, its next attempt has
+    come and it is free. A due row is a candidate unless an earlier pending row of
+    its subject is not due (in backoff, or leased to a live claim): that filter
+    comes before the LIMIT, so subjects that wait never fill a batch and hold back
+    the others. Of the first LIMIT candidates, minus (on PostgreSQL) rows another
+    relay is claiming right now (SKIP LOCKED), a row is taken only if every earlier
+    pending row of its subject is a candidate too, which is ``in_subject_order``
+    said in SQL. Parameters (named): now, the ids (i0, i1, ...), limit, token,
+    until.
     """
     model = _model()
     connection = connections[alias]
@@ -43,26 +94,54 @@ def claim_sql(alias: str, wanted: int) -> str:
     table, pk, subject = qn(model._meta.db_table), qn("id"), qn("subject")
     status, locked_until = qn("status"), qn("locked_until")
     pending = model.Status.PENDING.value
-    only = f" AND {pk} IN ({', '.join(['%s'] * wanted)})" if wanted else ""
+    only = (
+        f" AND r.{pk} IN ({', '.join(f'%(i{n})s' for n in range(wanted))})"
+        if wanted
+        else ""
+    )
     skip = (
         " FOR UPDATE SKIP LOCKED"
         if connection.features.has_select_for_update_skip_locked
         else ""
     )
-    due = (
-        f"{status} = '{pending}' AND {qn('next_attempt_at')} <= %s "
-        f"AND ({locked_until} IS NULL OR {locked_until} < %s)"
-    )
+    live = ""
+    if connection.vendor == "postgresql":
+        # Tags of the sessions holding a claim lock, read once per statement and
+        # only if a row leased to a tied token is looked at.
+        live = (
+            "live AS MATERIALIZED (SELECT objid FROM pg_locks WHERE locktype = "
+            f"'advisory' AND classid = {LOCK_CLASS} AND objsubid = 2 AND granted "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = "
+            "current_database())), "
+        )
+
+    def due(row: str) -> str:
+        free = f"{row}.{locked_until} IS NULL OR {row}.{locked_until} < %(now)s"
+        if live:
+            by = f"{row}.{qn('locked_by')}"
+            free += (
+                f" OR ({by} LIKE '%%@{'_' * TAG_LENGTH}' AND "
+                f"hashtext(right({by}, {TAG_LENGTH}))::oid NOT IN "
+                "(SELECT objid FROM live))"
+            )
+        return (
+            f"{row}.{status} = '{pending}' AND {row}.{qn('next_attempt_at')} "
+            f"<= %(now)s AND ({free})"
+        )
+
     return (
-        f"WITH candidate AS MATERIALIZED (SELECT {pk}, {subject} FROM {table} "
-        f"WHERE {due}"
-        f"{only} ORDER BY {pk} LIMIT %s{skip}), "
+        f"WITH {live}candidate AS MATERIALIZED (SELECT r.{pk}, r.{subject} "
+        f"FROM {table} r WHERE {due('r')}{only} AND (r.{subject} = '' OR NOT EXISTS "
+        f"(SELECT 1 FROM {table} w WHERE w.{subject} = r.{subject} AND "
+        f"w.{status} = '{pending}' AND w.{pk} < r.{pk} AND NOT ({due('w')}))) "
+        f"ORDER BY r.{pk} LIMIT %(limit)s{skip}), "
         f"chosen AS (SELECT c.{pk} FROM candidate c WHERE c.{subject} = '' "
         f"OR NOT EXISTS (SELECT 1 FROM {table} e WHERE e.{subject} = c.{subject} "
         f"AND e.{status} = '{pending}' AND e.{pk} < c.{pk} "
         f"AND e.{pk} NOT IN (SELECT {pk} FROM candidate))) "
-        f"UPDATE {table} SET {qn('locked_by')} = %s, {locked_until} = %s "
-        f"WHERE {pk} IN (SELECT {pk} FROM chosen) AND {due} "
+        f"UPDATE {table} SET {qn('locked_by')} = %(token)s, {locked_until} = "
+        f"%(until)s WHERE {pk} IN (SELECT {pk} FROM chosen) AND "
+        f"{due(table)} "
         f"RETURNING {', '.join(qn(str(f.column)) for f in model._meta.concrete_fields)}"
     )
 
@@ -78,16 +157,13 @@ def claim(
     """Run ``claim_sql``: the claimed rows as model instances, in id order."""
     connection = connections[alias]
     adapt = connection.ops.adapt_datetimefield_value
-    params = [
-        adapt(now),
-        adapt(now),
-        *(ids or ()),
-        limit,
-        token,
-        adapt(until),
-        adapt(now),
-        adapt(now),
-    ]
+    params: dict[str, Any] = {
+        "now": adapt(now),
+        "limit": limit,
+        "token": token,
+        "until": adapt(until),
+    }
+    params.update((f"i{n}", pk) for n, pk in enumerate(ids or ()))
     with connection.cursor() as cursor:
         _load_timestamps_natively(connection, cursor)
         cursor.execute(claim_sql(alias, len(ids or ())), params)

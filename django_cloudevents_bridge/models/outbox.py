@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Self
 
 from django.db import connections, models, router, transaction
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from ..redact import redact
@@ -58,10 +58,13 @@ class OutboxEventQuerySet(models.QuerySet["OutboxEvent"]):
         seconds; the rows in id order.
 
         A row is taken only if every earlier pending row with the same subject
-        is taken too (a later change never overtakes an earlier one). On
-        PostgreSQL the claim skips rows another claim is taking
-        (``FOR UPDATE SKIP LOCKED``); everywhere, a conditional UPDATE makes it
-        exclusive. Filters on this queryset are not applied: narrow with ``ids``.
+        is taken too (a later change never overtakes an earlier one); a subject
+        whose earlier row waits (a retry, a live lease) is passed over, not
+        counted against ``limit``. On PostgreSQL the claim skips rows another
+        claim is taking (``FOR UPDATE SKIP LOCKED``), and takes a row whose claim
+        was tied (``tie()``) to a database session that has ended, lease or not;
+        everywhere, a conditional UPDATE makes it exclusive. Filters on this
+        queryset are not applied: narrow with ``ids``.
         """
         alias = self._alias()
         wanted = None if ids is None else list(ids)
@@ -76,6 +79,19 @@ class OutboxEventQuerySet(models.QuerySet["OutboxEvent"]):
         rows = self.model._default_manager.using(alias)
         return list(rows.filter(pk__in=chosen, locked_by=token).order_by("pk"))
 
+    @staticmethod
+    def ties_claims(alias: str) -> bool:
+        """True where ``tie()`` ties claims to the session (PostgreSQL, not behind
+        a transaction-pooling PgBouncer: ``_outbox_sql.session_locks``)."""
+        return _outbox_sql.session_locks(alias)
+
+    def tie(self, token: str) -> str:
+        """``token`` tied to this thread's database session (PostgreSQL): a claim
+        made with it is free for the next claim as soon as the session ends (the
+        process died), not only when its lease runs out. See ``_outbox_sql.tie``.
+        """
+        return _outbox_sql.tie(self._alias(), token)
+
     def _claim_in_one_statement(
         self, token: str, ids: list[int] | None, limit: int, lease: float
     ) -> list[OutboxEvent]:
@@ -89,14 +105,27 @@ class OutboxEventQuerySet(models.QuerySet["OutboxEvent"]):
     def _claim_portably(
         self, token: str, ids: list[int] | None, limit: int, lease: float
     ) -> list[int]:
-        """In a transaction: SELECT (FOR UPDATE), then a conditional UPDATE."""
+        """In a transaction: SELECT (FOR UPDATE), then a conditional UPDATE.
+
+        As the one-statement claim, but a claim's lease is all that holds its
+        rows (it is used where ``tie()`` does nothing).
+        """
         now = timezone.now()
         alias = self._alias()
-        due = self.model._default_manager.using(alias).due(now)
+        rows = self.model._default_manager.using(alias)
+        due = rows.due(now)
         if ids is not None:
             due = due.filter(pk__in=ids)
+        # An earlier pending row of the subject that is not due: passed over
+        # before the LIMIT, so a waiting subject does not fill the batch.
+        waiting = rows.filter(
+            Q(next_attempt_at__gt=now) | Q(locked_until__gte=now),
+            status=Status.PENDING,
+            subject=OuterRef("subject"),
+            pk__lt=OuterRef("pk"),
+        )
         with transaction.atomic(using=alias):
-            candidates = due.order_by("pk")
+            candidates = due.filter(Q(subject="") | ~Exists(waiting)).order_by("pk")
             if connections[alias].features.has_select_for_update_skip_locked:
                 candidates = candidates.select_for_update(skip_locked=True)
             found = list(candidates.values_list("pk", "subject")[:limit])

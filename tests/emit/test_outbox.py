@@ -553,7 +553,7 @@ def test_rows_written_before_a_failed_insert_are_relayed_the_rest_sent_once(
     inserts = []
 
     def second_insert_fails(execute, sql, params, many, context):
-        if sql.startswith(f'INSERT INTO "{OutboxEvent._meta.db_table}"'):
+        if f'INSERT INTO "{OutboxEvent._meta.db_table}"' in sql:
             inserts.append(sql)
             if len(inserts) == 2:
                 raise DatabaseError("the second row")
@@ -783,6 +783,10 @@ CLAIMS = {
         100,
     ),
     "an expired lease is taken": ([("a", "expired x"), ("a", "due x")], 100),
+    "a waiting subject does not use up the batch": (
+        [("a", "retry"), ("a", "due"), ("a", "due"), ("b", "due x")],
+        1,
+    ),
     "parked and delivered rows do not block": (
         [("a", "parked"), ("a", "delivered"), ("a", "due x")],
         100,

@@ -67,6 +67,7 @@ class Command(BaseCommand):
                 if options["once"]:
                     # Kept after the exit: it says when the (cron) relay last ran.
                     self.beat(relay, options["heartbeat_file"])
+                    relay.recover()
                     self.report(relay.drain())
                 else:
                     self.trap(stop)
@@ -104,6 +105,7 @@ class Command(BaseCommand):
                         next_beat = time.monotonic() + HEARTBEAT_EVERY
                         self.beat(relay, heartbeat_file)
                     if time.monotonic() >= next_prune:
+                        relay.recover()  # claims of this host's dead relays (SQLite)
                         prune(relay.using)
                         self.forget_gone(relay.using)
                         next_prune = time.monotonic() + PRUNE_EVERY
@@ -116,7 +118,8 @@ class Command(BaseCommand):
                         next_poll = time.monotonic() + interval
                 except DatabaseError as err:
                     # The database restarted or failed over: reconnect and go on;
-                    # rows this relay had claimed come back when their lease ends.
+                    # rows this relay had claimed come back at once (PostgreSQL: the
+                    # session that held them is gone) or when their lease ends.
                     logger.warning("Relay database error, retrying: %s", err)
                     connections[relay.using].close()
                     stop.wait(max(interval, 1.0))
