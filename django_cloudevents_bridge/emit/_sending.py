@@ -104,3 +104,28 @@ def in_daemon_thread(work: Callable[..., None], *args: Any) -> Future[None]:
 
     threading.Thread(target=run, name="dce-relay", daemon=True).start()
     return future
+
+
+_RECORDED = (
+    "status",
+    "attempts",
+    "last_error",
+    "locked_until",
+    "delivered_at",
+    "next_attempt_at",
+)
+
+
+def snapshot(outcomes: list[Outcome]) -> list[tuple[OutboxEvent, tuple[Any, ...]]]:
+    """What recording ``outcomes`` would change on their rows, as it is now."""
+    return [
+        (row, tuple(getattr(row, name) for name in _RECORDED))
+        for outcome in outcomes
+        for row in (*outcome.sent, *outcome.failed)
+    ]
+
+
+def restore(saved: list[tuple[OutboxEvent, tuple[Any, ...]]]) -> None:
+    for row, values in saved:
+        for name, value in zip(_RECORDED, values, strict=True):
+            setattr(row, name, value)

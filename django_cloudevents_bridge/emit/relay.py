@@ -17,7 +17,6 @@ import contextlib
 import logging
 import os
 import random
-import secrets
 import socket
 import threading
 import time
@@ -38,7 +37,8 @@ from ..exceptions import DeliveryError
 from ..models import OutboxEvent
 from ..models.outbox import OutboxEventQuerySet
 from ..redact import redact
-from ._sending import Outcome, in_daemon_thread, send_group
+from . import _claimant
+from ._sending import Outcome, in_daemon_thread, restore, send_group, snapshot
 from .handlers import BaseHandler
 
 logger = logging.getLogger("django_cloudevents_bridge")
@@ -132,7 +132,7 @@ class Relay:
                     self._unsignalled = []
                     # Recording changes the rows; if this rolls back, ``last`` is
                     # recorded again below, from what the rows were.
-                    saved = _snapshot(last)
+                    saved = snapshot(last)
                 with (
                     contextlib.nullcontext()
                     if overlap
@@ -171,7 +171,7 @@ class Relay:
                 with contextlib.suppress(Exception):
                     self._release(rows)
             if last:  # recording (or claiming) failed: record what did go out
-                _restore(saved)
+                restore(saved)
                 with contextlib.suppress(Exception):  # the first error is raised
                     self._record(last, total)
             if helper is not None:
@@ -186,7 +186,7 @@ class Relay:
         """Take up to BATCH_SIZE due rows for this relay, respecting subject order."""
         outbox = self._outbox()
         return outbox.claim(
-            outbox.tie(f"{self.name}:{_nonce()}:{uuid.uuid4().hex[:12]}"),
+            outbox.tie(f"{self.name}:{_claimant.nonce()}:{uuid.uuid4().hex[:12]}"),
             limit=self.options["BATCH_SIZE"],
             lease=self.options["LEASE"],
             ids=ids,
@@ -215,7 +215,7 @@ class Relay:
             .values_list("locked_by", flat=True)
             .distinct()
         )
-        dead = [token for token in tokens if _dead(token[len(prefix) :])]
+        dead = [token for token in tokens if _claimant.dead(token[len(prefix) :])]
         if not dead:
             return 0
         pending = self._outbox().filter(status=OutboxEvent.Status.PENDING)
@@ -400,64 +400,11 @@ class Relay:
             self._outbox().held(rows[0].locked_by, rows).release()
 
 
-_process: tuple[int, str] = (0, "")  # (pid, nonce): see _nonce()
-
-
-def _nonce() -> str:
-    """A random tag of this process, in its claims' tokens: tells this process's
-    claims from those of an earlier one that had the same pid."""
-    global _process
-    if _process[0] != os.getpid():  # first use, or a forked child
-        _process = (os.getpid(), secrets.token_hex(4))
-    return _process[1]
-
-
-def _dead(rest: str) -> bool:
-    """True if the process of a token of this host (``pid:nonce:claim``) is gone."""
-    pid, _, nonce = rest.partition(":")
-    if not pid.isdigit():
-        return False  # not a relay's default name: wait for the lease
-    if int(pid) == os.getpid():
-        return not nonce.startswith(f"{_nonce()}:")
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # PermissionError: another user's live process
-        return False
-    return False
-
-
 def _stopping(stop: threading.Event | None, until: float | None) -> bool:
     """True once ``stop`` is set or the monotonic clock has passed ``until``."""
     return (stop is not None and stop.is_set()) or (
         until is not None and time.monotonic() >= until
     )
-
-
-_RECORDED = (
-    "status",
-    "attempts",
-    "last_error",
-    "locked_until",
-    "delivered_at",
-    "next_attempt_at",
-)
-
-
-def _snapshot(outcomes: list[Outcome]) -> list[tuple[OutboxEvent, tuple[Any, ...]]]:
-    """What recording ``outcomes`` would change on their rows, as it is now."""
-    return [
-        (row, tuple(getattr(row, name) for name in _RECORDED))
-        for outcome in outcomes
-        for row in (*outcome.sent, *outcome.failed)
-    ]
-
-
-def _restore(saved: list[tuple[OutboxEvent, tuple[Any, ...]]]) -> None:
-    for row, values in saved:
-        for name, value in zip(_RECORDED, values, strict=True):
-            setattr(row, name, value)
 
 
 def retry_delay(

@@ -22,7 +22,8 @@ from django.db import connection
 from django.utils import timezone
 
 from django_cloudevents_bridge.emit import handlers
-from django_cloudevents_bridge.emit.relay import Relay, _nonce
+from django_cloudevents_bridge.emit._claimant import nonce as _nonce
+from django_cloudevents_bridge.emit.relay import Relay
 from django_cloudevents_bridge.models import OutboxEvent
 from tests.emit import test_relay_processes as processes
 from tests.emit.test_relay_processes import (
