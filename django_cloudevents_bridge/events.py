@@ -62,15 +62,22 @@ def new(
 ) -> CloudEvent:
     """Build a v1.0 event with a fresh UUID ``id`` and the current UTC ``time``.
 
-    Object keys of ``data`` that look like secrets are left out, at any depth,
+    JSON ``data`` (a dict or list) is encoded as model events are (datetimes in
+    RFC 3339 with ``Z``, decimals as text, UUIDs, bytes as base64, ...); a
+    value with no JSON form raises ``TypeError`` here. Object keys of ``data``
+    that look like secrets are left out, at any depth,
     with a warning (``serialize.without_sensitive``): every event the bridge
     builds from data (``log()``, sources, model events, replies built here)
     comes through here. An event built with the SDK's ``CloudEvent`` class
     itself is sent as built.
     """
-    from .emit.serialize import without_sensitive  # imports the ORM: not at load
+    from .emit.serialize import json_ready, without_sensitive  # the ORM: not at load
 
     data = without_sensitive(data, origin=type)
+    if isinstance(data, dict | list | tuple) and _json_media(datacontenttype):
+        # Dates, decimals, UUIDs... as every event writes them; a value with no
+        # JSON form raises here, in the caller, not at the commit.
+        data = json_ready(data)
     attributes: dict[str, Any] = {
         "specversion": SPECVERSION,
         "id": id or str(uuid.uuid4()),
@@ -87,6 +94,12 @@ def new(
             raise ValueError(f"{name!r} is not a valid CloudEvents extension name")
         attributes[name] = value
     return CloudEvent(attributes, data)
+
+
+def _json_media(media_type: str | None) -> bool:
+    """True for no media type (JSON by the spec) and for ``*/json``, ``*/*+json``."""
+    media = (media_type or JSON).split(";")[0].strip().lower()
+    return media == JSON or media.endswith(("/json", "+json"))
 
 
 def with_overrides(event: CloudEvent) -> CloudEvent:

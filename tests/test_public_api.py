@@ -91,3 +91,42 @@ def test_emit_is_callable_whatever_was_imported_first(first: str) -> None:
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.django_db(transaction=True)
+def test_emitted_data_with_dates_decimals_and_uuids_reaches_the_outbox(settings):
+    # A user's own event: new() encodes such values as model events do, so the
+    # outbox row is written (it was lost at the commit: not JSON serializable).
+    import datetime
+    import decimal
+    import json
+    import uuid
+
+    from django_cloudevents_bridge import emit
+    from django_cloudevents_bridge.models import OutboxEvent
+
+    settings.CLOUDEVENTS_DELIVERY = "outbox"
+    key = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    data = {
+        "at": datetime.datetime(2026, 2, 3, 4, 5, 6, 789, tzinfo=datetime.UTC),
+        "on": datetime.date(2026, 2, 3),
+        "amount": decimal.Decimal("10.50"),
+        "items": [{"key": key}],
+    }
+    with transaction.atomic():
+        emit([events.new("com.example.order.placed", data=data)])
+    stored = json.loads(OutboxEvent.objects.get().event)
+    assert stored["data"] == {
+        "at": "2026-02-03T04:05:06.000789Z",
+        "on": "2026-02-03",
+        "amount": "10.50",
+        "items": [{"key": str(key)}],
+    }
+
+
+@pytest.mark.parametrize("value", [object(), float("nan"), {1, 2}])
+def test_data_with_no_json_form_fails_where_the_event_is_built(value) -> None:
+    with pytest.raises((TypeError, ValueError)):
+        events.new("com.example.bad", data={"value": value})
+    # Binary data is not JSON: passed through as it is.
+    assert events.new("com.example.raw", data=b"\x00", datacontenttype=None)

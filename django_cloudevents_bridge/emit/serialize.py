@@ -300,6 +300,29 @@ def to_json_safe(value: Any) -> Any:
         return str(value)
 
 
+def json_ready(value: Any) -> Any:
+    """``value`` with every non-JSON value in its JSON form (:func:`encode`).
+
+    Strict, unlike :func:`to_json_safe`: a value with no JSON form raises
+    TypeError and a NaN or infinity ValueError, so an event that could never be
+    written fails where it is built, not after the commit.
+    """
+    kind = type(value)
+    if kind in _JSON_SCALARS:
+        return value
+    if isinstance(value, dict):
+        return {str(key): json_ready(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(item) for item in value]
+    if isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value} is not a JSON number")
+        return value
+    return json_ready(encode(value))
+
+
 def rfc3339(value: datetime.datetime | datetime.time) -> str:
     """ISO 8601 / RFC 3339 with every stored digit, and ``Z`` for UTC."""
     text = value.isoformat()

@@ -181,13 +181,23 @@ def _failed(
     failure: TargetFailed,
 ) -> None:
     """Log and record a target's failure, after its transaction rolled back."""
-    logger.error(
-        "Target %s failed on CloudEvent %s (%s)",
-        target.name,
-        event.get_id(),
-        event.get_type(),
-        exc_info=failure.error,
-    )
+    if isinstance(failure.error, DjangoValidationError):
+        # The sender's data, refused with a 400: not our error, no traceback.
+        logger.warning(
+            "Target %s rejected CloudEvent %s (%s): %s",
+            target.name,
+            event.get_id(),
+            event.get_type(),
+            "; ".join(failure.error.messages),
+        )
+    else:
+        logger.error(
+            "Target %s failed on CloudEvent %s (%s)",
+            target.name,
+            event.get_id(),
+            event.get_type(),
+            exc_info=failure.error,
+        )
     # In a transaction of its own: a redelivery that runs the target again
     # meanwhile is a retry, which is what we want.
     TargetRun.objects.fail(stored, target.name, failure.error)

@@ -308,10 +308,15 @@ def test_failing_handler_alone_runs_again_on_redelivery(sent_events, calls, func
     assert [c[0] for c in calls] == ["welcome", "count", "audit", "on_signup", "flaky"]
 
 
-def test_received_event_with_invalid_data_runs_no_handler(calls, functions):
+def test_received_event_with_invalid_data_runs_no_handler(calls, functions, caplog):
     cloudevent = ce.new("testapp.Signup", data={"email": "nobody"})
 
     response = receive(cloudevent)
+    # The sender's bad data, answered 400: a warning, not an error with a traceback.
+    rejected = [r for r in caplog.records if "rejected CloudEvent" in r.getMessage()]
+    assert rejected and all(r.levelname == "WARNING" for r in rejected)
+    assert "email is not an address" in rejected[0].getMessage()
+    assert not any(r.exc_info for r in caplog.records if r.levelname == "ERROR")
     assert response.status_code == 400  # a retry cannot help: dead-letter it
     assert response.json() == {"error": "invalid event data: email is not an address"}
     assert calls == []
