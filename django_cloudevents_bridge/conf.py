@@ -180,7 +180,8 @@ RECEIVER_DEFAULTS: dict[str, Any] = {
     "OIDC_AUDIENCE": None,  # required with OIDC_ISSUER: the Trigger's audience
     "OIDC_SUBJECTS": None,  # allowed "sub" values, "...:" a prefix; None: any
     # For the discovery/JWKS fetch, if present: a CA trusted besides the system
-    # roots, and a bearer token (sent over https; by default only to the API server).
+    # roots, and a bearer token (over https, only to the issuer's own origin; the
+    # default one only to a URL that is itself the API server).
     "OIDC_CA_FILE": "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
     "OIDC_TOKEN_FILE": "/var/run/secrets/kubernetes.io/serviceaccount/token",
     # Seconds for the whole discovery + JWKS fetch; and how long after a fetch its

@@ -8,10 +8,15 @@ strings, and the values of ``key=value`` / ``key: value`` / ``"key": "value"``
 pairs whose key names a secret (``authorization``, ``password``, ``token``,
 ``api_key``, ``secret``, ``cookie``, ...). It errs on the side of taking out too
 much: the text is a diagnosis for a person, not data.
+
+Every record of the package's logger goes through ``RedactingFilter``: its message
+and its traceback (an exception's message can quote a URL with a token) are
+redacted before any handler sees them.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable, Mapping
 
@@ -45,6 +50,38 @@ def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
     text = _CREDENTIAL.sub(lambda m: f"{m['scheme']} {REDACTED}", text)
     text = _USERINFO.sub(f"{REDACTED}@", text)
     return _JWT.sub(REDACTED, text)
+
+
+class RedactingFilter(logging.Filter):
+    """Redacts a record's message and traceback, as text, before it is handled.
+
+    The message is formatted and redacted (``args`` emptied); an exception's
+    traceback is formatted, redacted and kept as ``exc_text`` (which logging's
+    ``Formatter`` prints), and ``exc_info`` is dropped so that no handler
+    formats the raw exception again.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact(record.getMessage()), ()
+        if record.exc_info and record.exc_info[0] is not None:
+            text = record.exc_text or logging.Formatter().formatException(
+                record.exc_info
+            )
+            record.exc_text, record.exc_info = redact(text), None
+        elif record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        return True
+
+
+_FILTER = RedactingFilter()
+
+
+def install_filter() -> None:
+    """Put ``RedactingFilter`` on the package's logger (once)."""
+    logging.getLogger("django_cloudevents_bridge").addFilter(_FILTER)
+
+
+install_filter()
 
 
 def sent_credentials(headers: Mapping[str, str]) -> list[str]:

@@ -101,6 +101,38 @@ def test_an_echoed_request_is_not_logged_by_a_direct_send(
     assert leaked(caplog.text) == []
 
 
+HOOK_SECRET = "s3cr3t-value-" + uuid.uuid4().hex
+
+
+class RaisingHandler(handlers.BaseHandler):
+    """A handler with a bug: it raises, not DeliveryError, quoting its URL."""
+
+    def send_events(self, events):
+        raise RuntimeError(f"cannot post to https://hook.example/in?token={HOOK_SECRET}")
+
+
+@pytest.mark.parametrize("path", ["relay", "on_commit", "background"])
+def test_a_handler_bug_logs_no_credential(settings, caplog, path):
+    # The exception's message and its traceback (which quotes the message) are
+    # both in the log; neither may carry the token.
+    settings.CLOUDEVENTS_HANDLER = RaisingHandler
+    settings.CLOUDEVENTS_HANDLER_OPTIONS = {}
+    settings.CLOUDEVENTS_DELIVERY = "on_commit" if path == "on_commit" else "outbox"
+    settings.CLOUDEVENTS_OUTBOX = {"BACKGROUND": path == "background", "BACKOFF": 0.001}
+    caplog.set_level(logging.DEBUG)
+    Question.objects.create(question_text="q", pub_date=NOW)
+    if path == "relay":
+        assert relay(settings).run_once().failed == 1
+    elif path == "background":
+        assert outbox.background.wait(10)
+    assert "RuntimeError" in caplog.text and "Traceback" in caplog.text
+    assert HOOK_SECRET not in caplog.text
+    for record in caplog.records:
+        assert HOOK_SECRET not in logging.Formatter().format(record)
+    for row in OutboxEvent.objects.all():
+        assert HOOK_SECRET not in row.last_error
+
+
 @pytest.mark.parametrize(
     "text",
     [
