@@ -327,7 +327,7 @@ def _ssl_context(options: dict[str, Any]) -> ssl.SSLContext:
 
 
 def _fetch_token(url: str, options: dict[str, Any]) -> str | None:
-    """OIDC_TOKEN_FILE's token for a discovery/JWKS fetch of ``url``, if it may go there.
+    """OIDC_TOKEN_FILE's token for fetching ``url``, if it may go there.
 
     Judged by ``url`` itself, not by the issuer: a discovery document may name a
     ``jwks_uri`` anywhere. The pod's default token goes only to the API server

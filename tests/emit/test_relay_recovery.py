@@ -147,6 +147,31 @@ def test_a_restarted_relay_gives_back_its_hosts_dead_claims(settings):
     } == claims
 
 
+def test_a_long_host_name_is_shortened_never_the_pid(settings, monkeypatch):
+    # Kubernetes pod names run to 63 characters; the relay name's limit is 60.
+    settings.CLOUDEVENTS_HANDLER = "locmem"
+    long_host = "orders-relay-7d9f8b6c4d-" + "x" * 29 + "-abcde"  # 58 characters
+    monkeypatch.setattr(socket, "gethostname", lambda: long_host)
+    relay = Relay(handlers.get_handler())
+    assert relay.name.endswith(f":{os.getpid()}")
+    assert len(relay.name) <= 60
+    prefix = relay.name.rpartition(":")[0]
+    other_pod = long_host[:-5] + "zzzzz"  # the same Deployment's other pod
+    monkeypatch.setattr(socket, "gethostname", lambda: other_pod)
+    assert not Relay(handlers.get_handler()).name.startswith(f"{prefix}:")
+    monkeypatch.setattr(socket, "gethostname", lambda: long_host)
+
+    lease(f"{relay.name}:{_nonce()}:aaaaaaaaaaaa")  # this live process's claim
+    lease(f"{prefix}:{os.getppid()}:11111111:bbbbbbbbbbbb")  # a live process
+    lease(f"{prefix}:{2**22 + 1}:11111111:cccccccccccc")  # no such pid
+    expected = 0 if connection.vendor == "postgresql" else 1
+    assert relay.recover() == expected
+    free = dict(OutboxEvent.objects.values_list("locked_by", "locked_until"))
+    assert [token for token, until in free.items() if until is None] == (
+        [f"{prefix}:{2**22 + 1}:11111111:cccccccccccc"] if expected else []
+    )
+
+
 class RefusingSink(CountingSink):
     """Answers 503 to every event of one subject (binary mode: ``ce-subject``)."""
 
