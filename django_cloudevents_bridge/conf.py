@@ -50,6 +50,15 @@ ALWAYS_SENSITIVE = (
     "*apikey*",
     "*privatekey*",
     "*token",  # ending a word: token, accessToken, usertoken; not tokens_used
+    # "tokens" only after a word that makes it a credential: access_tokens,
+    # refreshTokens, api_tokens; not max_tokens or tokens_used (counts)
+    "accesstokens",
+    "refreshtokens",
+    "apitokens",
+    "authtokens",
+    "idtokens",
+    "bearertokens",
+    "sessiontokens",
     "*secret",  # client_secret, mysecret; not secretary
     "apikey",  # api_key, apiKey, X-Api-Key
     "apikeys",
@@ -58,6 +67,9 @@ ALWAYS_SENSITIVE = (
     "secrets",
     "secretkey",
     "passphrase",
+    "password",  # words run together: pass_word, passWord
+    "pass",  # a whole word only: smtp_pass; not passage, passenger or bypass
+    "pwd",  # db_pwd
     "credential",
     "credentials",
     "auth",  # basic_auth, authToken; not author, oauth or authenticated

@@ -25,15 +25,22 @@ MIN_SECRET = 4  # a shorter "secret" would take out ordinary words
 
 _SCHEME = r"(?:bearer|basic|digest|negotiate)"
 # A key that ends in a secret's name: "x-api-key", "password", "Authorization",
-# "client_secret", "access_token" (not "Unauthorized", "tokens_used_by").
+# "client_secret", "access_token", "smtp_pass" (not "Unauthorized",
+# "tokens_used_by", "bypass").
 _KEY = (
-    r"[\w.-]*?(?:authorization|auth|password|passwd|pwd|secret|token|api[_-]?key|"
-    r"access[_-]?key|private[_-]?key|credential|signature|session[_-]?id|cookie)s?"
-    r"(?![\w-])"
+    r"(?:[\w.-]*?(?:authorization|auth|pass[_-]?word|passwd|pwd|secret|token|"
+    r"api[_-]?key|access[_-]?key|private[_-]?key|credential|signature|"
+    r"session[_-]?id|cookie)s?|(?:[\w.-]*?[_.-])?pass)(?![\w-])"
 )
+# A pair's value: a quoted string (escaped quotes and all), a flat [list] or
+# {object}, or a bare word; after a scheme ("Token" too, as an Authorization
+# value: Django REST framework's).
+_VALUE = (
+    r"""(?:(?:token|{scheme})\s+)?(?:"(?:[^"\\]|\\.)*"?|'(?:[^'\\]|\\.)*'?|"""
+    r"""\[[^\[\]]*\]?|\{{[^{{}}]*\}}?|[^\s&,;"'<>{{}}\[\]]+)"""
+).format(scheme=_SCHEME)
 _PAIR = re.compile(
-    rf"""(?P<key>(?<![\w.-])["']?{_KEY}["']?\s*[:=]\s*)"""
-    rf"""(?P<value>(?:{_SCHEME}\s+)?(?:"[^"]*"|'[^']*'|[^\s&,;"'<>{{}}\[\]]+))""",
+    rf"""(?P<key>(?<![\w.-])["']?{_KEY}["']?\s*[:=]\s*)(?P<value>{_VALUE})""",
     re.IGNORECASE,
 )
 _CREDENTIAL = re.compile(rf"\b(?P<scheme>{_SCHEME})\s+[\w\-.~+/]+=*", re.IGNORECASE)

@@ -108,7 +108,9 @@ class RaisingHandler(handlers.BaseHandler):
     """A handler with a bug: it raises, not DeliveryError, quoting its URL."""
 
     def send_events(self, events):
-        raise RuntimeError(f"cannot post to https://hook.example/in?token={HOOK_SECRET}")
+        raise RuntimeError(
+            f"cannot post to https://hook.example/in?token={HOOK_SECRET}"
+        )
 
 
 @pytest.mark.parametrize("path", ["relay", "on_commit", "background"])
@@ -149,6 +151,16 @@ def test_a_handler_bug_logs_no_credential(settings, caplog, path):
         "X-Api-Key: hunter2",
         "Cookie: sid=hunter2",
         "proxy http://user:hunter2@proxy:3128 refused",
+        "Authorization: Token hunter2",  # Django REST framework's scheme
+        'got {"password": "ab\\"cd hunter2"}',  # an escaped quote in the value
+        "got {'password': 'ab\\'cd hunter2'}",
+        'credentials=["hunter2"]',  # list values
+        'passwords: ["x", "hunter2"], user: ann',
+        '"auth": {"user": "ann", "pin": "hunter2"}',
+        "smtp_pass=hunter2 db_pwd=hunter2",
+        "pass_word: hunter2",
+        "refresh_tokens: hunter2",
+        '"password": "hunter2',  # cut off before its closing quote
     ],
 )
 def test_redact_takes_out_what_looks_like_a_credential(text):
@@ -167,6 +179,8 @@ def test_redact_takes_out_what_looks_like_a_credential(text):
         "HTTP 503 Service Unavailable: broker is full",
         "tokens_used_by: 5, author: Ann",
         "connection error: [Errno 111] Connection refused",
+        "compass: north; bypass: on; passenger: 3",
+        "invalid token provided, tokens_used: 5",
     ],
 )
 def test_redact_keeps_a_plain_diagnosis(text):
