@@ -36,9 +36,9 @@ _KEY = (
 # {object}, or a bare word; after a scheme ("Token" too, as an Authorization
 # value: Django REST framework's).
 _VALUE = (
-    r"""(?:(?:token|{scheme})\s+)?(?:"(?:[^"\\]|\\.)*"?|'(?:[^'\\]|\\.)*'?|"""
-    r"""\[[^\[\]]*\]?|\{{[^{{}}]*\}}?|[^\s&,;"'<>{{}}\[\]]+)"""
-).format(scheme=_SCHEME)
+    rf"""(?:(?:token|{_SCHEME})\s+)?(?:"(?:[^"\\]|\\.)*"?|'(?:[^'\\]|\\.)*'?|"""
+    r"""\[[^\[\]]*\]?|\{[^{}]*\}?|[^\s&,;"'<>{}\[\]]+)"""
+)
 _PAIR = re.compile(
     rf"""(?P<key>(?<![\w.-])["']?{_KEY}["']?\s*[:=]\s*)(?P<value>{_VALUE})""",
     re.IGNORECASE,
