@@ -160,6 +160,8 @@ OUTBOX_DEFAULTS: dict[str, Any] = {
     "BACKGROUND": False,
     "LOCK_TIMEOUT": 5.0,  # seconds save() waits for a lock on the outbox table
 }
+# PostgreSQL's largest lock_timeout (INT_MAX milliseconds): it refuses more.
+LOCK_TIMEOUT_MAX = 2147483.647
 
 
 def outbox_setting() -> object:
