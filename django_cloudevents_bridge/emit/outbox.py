@@ -152,9 +152,8 @@ def _lock_timeout_ms(seconds: Any) -> int | None:
     """
     if seconds is None or seconds is False or seconds == 0:
         return None
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
-        seconds = conf.OUTBOX_DEFAULTS["LOCK_TIMEOUT"]
-    elif not seconds > 0:  # nan, negative
+    number = isinstance(seconds, int | float) and not isinstance(seconds, bool)
+    if not (number and seconds > 0):  # a string, True, a negative, nan
         seconds = conf.OUTBOX_DEFAULTS["LOCK_TIMEOUT"]
     return max(1, round(min(seconds, conf.LOCK_TIMEOUT_MAX) * 1000))
 
