@@ -62,14 +62,19 @@ def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
 class RedactingFilter(logging.Filter):
     """Redacts a record's message and traceback, as text, before it is handled.
 
-    The message is formatted and redacted (``args`` emptied); an exception's
+    The message is formatted and, if it holds a credential, replaced by its
+    redacted text (``args`` emptied; otherwise ``msg`` and ``args`` are left as
+    they are, for handlers that group by the template); an exception's
     traceback is formatted, redacted and kept as ``exc_text`` (which logging's
     ``Formatter`` prints), and ``exc_info`` is dropped so that no handler
     formats the raw exception again.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = redact(record.getMessage()), ()
+        message = record.getMessage()
+        redacted = redact(message)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
         if record.exc_info and record.exc_info[0] is not None:
             text = record.exc_text or logging.Formatter().formatException(
                 record.exc_info
