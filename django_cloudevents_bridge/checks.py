@@ -108,6 +108,13 @@ def check_outbox(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 errors.append(_outbox_error(f"{key} must be a number"))
             elif value <= 0:
                 errors.append(_outbox_error(f"{key} must be positive"))
+            elif key == "LOCK_TIMEOUT" and not value <= conf.LOCK_TIMEOUT_MAX:
+                errors.append(  # nan and inf too: PostgreSQL refuses them
+                    _outbox_error(
+                        f"LOCK_TIMEOUT must be a finite number of seconds up to "
+                        f"{conf.LOCK_TIMEOUT_MAX} (PostgreSQL's limit)"
+                    )
+                )
     return errors
 
 

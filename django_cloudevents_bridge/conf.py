@@ -50,6 +50,15 @@ ALWAYS_SENSITIVE = (
     "*apikey*",
     "*privatekey*",
     "*token",  # ending a word: token, accessToken, usertoken; not tokens_used
+    # "tokens" only after a word that makes it a credential: access_tokens,
+    # refreshTokens, api_tokens; not max_tokens or tokens_used (counts)
+    "accesstokens",
+    "refreshtokens",
+    "apitokens",
+    "authtokens",
+    "idtokens",
+    "bearertokens",
+    "sessiontokens",
     "*secret",  # client_secret, mysecret; not secretary
     "apikey",  # api_key, apiKey, X-Api-Key
     "apikeys",
@@ -58,6 +67,9 @@ ALWAYS_SENSITIVE = (
     "secrets",
     "secretkey",
     "passphrase",
+    "password",  # words run together: pass_word, passWord
+    "pass",  # a whole word only: smtp_pass; not passage, passenger or bypass
+    "pwd",  # db_pwd
     "credential",
     "credentials",
     "auth",  # basic_auth, authToken; not author, oauth or authenticated
@@ -148,6 +160,8 @@ OUTBOX_DEFAULTS: dict[str, Any] = {
     "BACKGROUND": False,
     "LOCK_TIMEOUT": 5.0,  # seconds save() waits for a lock on the outbox table
 }
+# PostgreSQL's largest lock_timeout (INT_MAX milliseconds): it refuses more.
+LOCK_TIMEOUT_MAX = 2147483.647
 
 
 def outbox_setting() -> object:
@@ -180,7 +194,8 @@ RECEIVER_DEFAULTS: dict[str, Any] = {
     "OIDC_AUDIENCE": None,  # required with OIDC_ISSUER: the Trigger's audience
     "OIDC_SUBJECTS": None,  # allowed "sub" values, "...:" a prefix; None: any
     # For the discovery/JWKS fetch, if present: a CA trusted besides the system
-    # roots, and a bearer token (sent over https; by default only to the API server).
+    # roots, and a bearer token (over https, only to the issuer's own origin; the
+    # default one only to a URL that is itself the API server).
     "OIDC_CA_FILE": "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
     "OIDC_TOKEN_FILE": "/var/run/secrets/kubernetes.io/serviceaccount/token",
     # Seconds for the whole discovery + JWKS fetch; and how long after a fetch its

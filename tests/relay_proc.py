@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from typing import Any
 
 from django.db import connection
 
+from django_cloudevents_bridge.emit import _claimant
 from tests.sink import Fault, Sink
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,7 +154,7 @@ class RelayProcess:
     @property
     def name(self) -> str:
         """The prefix of every ``locked_by`` this relay writes (see Relay.name)."""
-        return f"{socket.gethostname()}:{self.pid}"[:60]
+        return f"{_claimant.host()}:{self.pid}"
 
     def send(self, signum: int) -> None:
         self.signalled = True

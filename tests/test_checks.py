@@ -155,6 +155,9 @@ def test_errors_stop_manage_py_check(settings):
         ({"LEASE": "60"}, "LEASE must be a number"),
         ({"CONCURRENCY": 0}, "CONCURRENCY must be positive"),
         ({"LOCK_TIMEOUT": 0}, "LOCK_TIMEOUT must be positive"),
+        ({"LOCK_TIMEOUT": 2147484}, "LOCK_TIMEOUT must be a finite number"),
+        ({"LOCK_TIMEOUT": float("inf")}, "LOCK_TIMEOUT must be a finite number"),
+        ({"LOCK_TIMEOUT": float("nan")}, "LOCK_TIMEOUT must be a finite number"),
     ],
 )
 def test_bad_outbox_setting(settings, value, message):
@@ -170,6 +173,8 @@ def test_good_outbox_setting(settings):
         "BACKGROUND": False,
         "LOCK_TIMEOUT": None,  # no bound
     }
+    assert bridge_checks.check_outbox() == []
+    settings.CLOUDEVENTS_OUTBOX = {"LOCK_TIMEOUT": 2147483.647}  # the largest
     assert bridge_checks.check_outbox() == []
 
 

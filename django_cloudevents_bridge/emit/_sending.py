@@ -19,6 +19,7 @@ from .. import events
 from ..bindings import jsonformat
 from ..exceptions import DeliveryError
 from ..models import OutboxEvent
+from ..redact import redact
 from .handlers import BaseHandler
 
 logger = logging.getLogger("django_cloudevents_bridge")
@@ -69,8 +70,9 @@ def send_group(handler: BaseHandler, group: list[OutboxEvent]) -> Outcome:
                 sent + ok, chunk[err.delivered : end], err, chunk[end:] + rest
             )
         except Exception as err:  # a bug in a handler must not stop the relay
-            logger.exception("Handler %r failed", handler)
-            error = DeliveryError(f"{type(err).__name__}: {err}")
+            reason = redact(f"{type(err).__name__}: {err}")
+            logger.exception("Handler %r failed: %s", handler, reason)
+            error = DeliveryError(reason)
             return Outcome(sent, chunk[:1], error, chunk[1:] + rest)
         sent += chunk[:done]
     return Outcome(sent)

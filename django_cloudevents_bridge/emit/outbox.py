@@ -131,16 +131,31 @@ def write(
     ids = [] if ids is None else ids
     with connection.cursor() as cursor:
         kind = _lock_bound(connection, cursor)
-        seconds = kind and conf.outbox()["LOCK_TIMEOUT"]
-        if seconds:
+        bound = _lock_timeout_ms(conf.outbox()["LOCK_TIMEOUT"]) if kind else None
+        if bound:
             restore = not connection.get_autocommit()
-            sql = _bounded(sql, round(seconds * 1000) or 1, restore=restore)
+            sql = _bounded(sql, bound, restore=restore)
         for row in values:
             cursor.execute(sql, row)
-            if seconds and kind == "psycopg":
+            if bound and kind == "psycopg":
                 cursor.nextset()  # psycopg 3 starts at the first statement's result
             ids.append(cursor.fetchone()[0] if returning else cursor.lastrowid)
     return ids
+
+
+def _lock_timeout_ms(seconds: Any) -> int | None:
+    """``LOCK_TIMEOUT`` in milliseconds as PostgreSQL takes it; None: no bound.
+
+    A value the system check refuses (E008) never breaks ``save()``: one above
+    PostgreSQL's limit (``inf`` too) is the limit, one that is no positive
+    number (``nan``, a negative, a string) is the default.
+    """
+    if seconds is None or seconds is False or seconds == 0:
+        return None
+    number = isinstance(seconds, int | float) and not isinstance(seconds, bool)
+    if not (number and seconds > 0):  # a string, True, a negative, nan
+        seconds = conf.OUTBOX_DEFAULTS["LOCK_TIMEOUT"]
+    return max(1, round(min(seconds, conf.LOCK_TIMEOUT_MAX) * 1000))
 
 
 def _lock_bound(connection: Any, cursor: Any) -> str | None:

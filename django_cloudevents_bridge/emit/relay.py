@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import random
-import socket
 import threading
 import time
 import uuid
@@ -70,9 +68,7 @@ class Relay:
     handler: BaseHandler
     using: str = DEFAULT_DB_ALIAS
     options: dict[str, Any] = field(default_factory=conf.outbox)
-    name: str = field(
-        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}"[:60]
-    )
+    name: str = field(default_factory=_claimant.default_name)
     # Send threads that do not hold up the interpreter's exit (the background
     # sender's, whose process may be a script that is ending): the executor's
     # threads are joined at exit, before any atexit handler runs.
@@ -204,7 +200,7 @@ class Relay:
         """
         if OutboxEventQuerySet.ties_claims(self.using):
             return 0  # a dead session's claims are free already
-        prefix = f"{socket.gethostname()}:"
+        prefix = f"{_claimant.host()}:"
         tokens = (
             self._outbox()
             .filter(

@@ -51,11 +51,17 @@ def session_locks(alias: str) -> bool:
 def tie(alias: str, token: str) -> str:
     """``token`` tied to this thread's session on ``alias``: ``token@<tag>``.
 
-    The session holds a shared advisory lock keyed by its tag (taken on its first
-    claim, held until it ends): a claim finds a row leased to a tied token whose
-    lock no session holds (its relay died, or lost its connection) free at once,
-    without waiting for the lease to run out. Unchanged where ``session_locks``
-    is False.
+    The session holds a shared advisory lock keyed by its tag (taken here on its
+    first use, and again by each claim statement, held until it ends): a claim
+    finds a row leased to a tied token whose lock no session holds (its relay
+    died, or lost its connection) free at once, without waiting for the lease to
+    run out. Unchanged where ``session_locks`` is False.
+
+    The tag is kept per client connection. Behind a transaction-pooling PgBouncer
+    not marked as such, the server session under it changes; as every claim
+    statement takes the lock in the session that runs it, a claim's rows are
+    never seen free while that session lives (the lease still covers a server
+    session the pooler closes while the relay sends).
     """
     if not session_locks(alias):
         return token
@@ -104,7 +110,7 @@ def claim_sql(alias: str, wanted: int) -> str:
         if connection.features.has_select_for_update_skip_locked
         else ""
     )
-    live = ""
+    live = hold = ""
     if connection.vendor == "postgresql":
         # Tags of the sessions holding a claim lock, read once per statement and
         # only if a row leased to a tied token is looked at.
@@ -113,6 +119,15 @@ def claim_sql(alias: str, wanted: int) -> str:
             f"'advisory' AND classid = {LOCK_CLASS} AND objsubid = 2 AND granted "
             "AND database = (SELECT oid FROM pg_database WHERE datname = "
             "current_database())), "
+        )
+        # A tied token's lock, taken again (it is re-entrant) by the session that
+        # runs this very statement: behind a pooler that hands the client another
+        # server session, the one that claims still holds its tag's lock. In
+        # the statement, so no extra round trip; before any row is updated.
+        hold = (
+            f" AND (SELECT count(pg_advisory_lock_shared({LOCK_CLASS}, "
+            f"hashtext(right(%(token)s, {TAG_LENGTH})))) WHERE %(token)s LIKE "
+            f"'%%@{'_' * TAG_LENGTH}') >= 0"
         )
 
     def due(row: str) -> str:
@@ -141,7 +156,7 @@ def claim_sql(alias: str, wanted: int) -> str:
         f"AND e.{pk} NOT IN (SELECT {pk} FROM candidate))) "
         f"UPDATE {table} SET {qn('locked_by')} = %(token)s, {locked_until} = "
         f"%(until)s WHERE {pk} IN (SELECT {pk} FROM chosen) AND "
-        f"{due(table)} "
+        f"{due(table)}{hold} "
         f"RETURNING {', '.join(qn(str(f.column)) for f in model._meta.concrete_fields)}"
     )
 

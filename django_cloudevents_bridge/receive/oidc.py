@@ -327,16 +327,36 @@ def _ssl_context(options: dict[str, Any]) -> ssl.SSLContext:
 
 
 def _fetch_token(url: str, options: dict[str, Any]) -> str | None:
-    """OIDC_TOKEN_FILE's token for a discovery/JWKS fetch, if it may be sent."""
+    """OIDC_TOKEN_FILE's token for fetching ``url``, if it may go there.
+
+    Judged by ``url`` itself, not by the issuer: a discovery document may name a
+    ``jwks_uri`` anywhere. The pod's default token goes only to the API server
+    (``api_server(url)``); a configured OIDC_TOKEN_FILE only to the issuer's own
+    origin (scheme, host and port of OIDC_ISSUER). Never over plain http.
+    """
     path = options["OIDC_TOKEN_FILE"]
     if not path or urlsplit(url).scheme != "https":
         return None  # never in clear text
-    if path == conf.RECEIVER_DEFAULTS["OIDC_TOKEN_FILE"] and not (
-        api_server(options["OIDC_ISSUER"]) and os.path.exists(path)
-    ):
+    if path == conf.RECEIVER_DEFAULTS["OIDC_TOKEN_FILE"]:
+        if not (api_server(url) and os.path.exists(path)):
+            return None
+    elif _origin(url) != _origin(options["OIDC_ISSUER"]):
         return None
     with open(path) as file:  # read each time: the kubelet rotates it
         return file.read().strip() or None
+
+
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    """Scheme, host and port (the scheme's default if none is written)."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        return (scheme, None, None)
+    if port is None:
+        port = {"https": 443, "http": 80}.get(scheme)
+    return (scheme, parts.hostname, port)
 
 
 def api_server(url: str) -> bool:

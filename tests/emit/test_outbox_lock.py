@@ -93,6 +93,19 @@ def test_save_in_atomic_raises_once_the_bound_is_hit(bounded, table_locked):
     assert bounded == []
 
 
+@pytest.mark.parametrize(
+    "seconds", [1e7, float("inf"), float("nan"), -1, "5"], ids=repr
+)
+def test_a_lock_timeout_out_of_range_never_breaks_save(settings, bounded, seconds):
+    # The system check refuses these (E008); save() must work all the same:
+    # PostgreSQL refuses a lock_timeout above INT_MAX ms, round() inf and nan.
+    settings.CLOUDEVENTS_OUTBOX = {"BACKGROUND": False, "LOCK_TIMEOUT": seconds}
+    with transaction.atomic():
+        ask()
+    ask()  # autocommit
+    assert OutboxEvent.objects.count() == 2
+
+
 @pytest.mark.parametrize("session", ["0", "7s", "50ms"])
 def test_the_bound_ends_with_the_insert(bounded, session):
     with connection.cursor() as cursor:

@@ -101,6 +101,40 @@ def test_an_echoed_request_is_not_logged_by_a_direct_send(
     assert leaked(caplog.text) == []
 
 
+HOOK_SECRET = "s3cr3t-value-" + uuid.uuid4().hex
+
+
+class RaisingHandler(handlers.BaseHandler):
+    """A handler with a bug: it raises, not DeliveryError, quoting its URL."""
+
+    def send_events(self, events):
+        raise RuntimeError(
+            f"cannot post to https://hook.example/in?token={HOOK_SECRET}"
+        )
+
+
+@pytest.mark.parametrize("path", ["relay", "on_commit", "background"])
+def test_a_handler_bug_logs_no_credential(settings, caplog, path):
+    # The exception's message and its traceback (which quotes the message) are
+    # both in the log; neither may carry the token.
+    settings.CLOUDEVENTS_HANDLER = RaisingHandler
+    settings.CLOUDEVENTS_HANDLER_OPTIONS = {}
+    settings.CLOUDEVENTS_DELIVERY = "on_commit" if path == "on_commit" else "outbox"
+    settings.CLOUDEVENTS_OUTBOX = {"BACKGROUND": path == "background", "BACKOFF": 0.001}
+    caplog.set_level(logging.DEBUG)
+    Question.objects.create(question_text="q", pub_date=NOW)
+    if path == "relay":
+        assert relay(settings).run_once().failed == 1
+    elif path == "background":
+        assert outbox.background.wait(10)
+    assert "RuntimeError" in caplog.text and "Traceback" in caplog.text
+    assert HOOK_SECRET not in caplog.text
+    for record in caplog.records:
+        assert HOOK_SECRET not in logging.Formatter().format(record)
+    for row in OutboxEvent.objects.all():
+        assert HOOK_SECRET not in row.last_error
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -117,6 +151,16 @@ def test_an_echoed_request_is_not_logged_by_a_direct_send(
         "X-Api-Key: hunter2",
         "Cookie: sid=hunter2",
         "proxy http://user:hunter2@proxy:3128 refused",
+        "Authorization: Token hunter2",  # Django REST framework's scheme
+        'got {"password": "ab\\"cd hunter2"}',  # an escaped quote in the value
+        "got {'password': 'ab\\'cd hunter2'}",
+        'credentials=["hunter2"]',  # list values
+        'passwords: ["x", "hunter2"], user: ann',
+        '"auth": {"user": "ann", "pin": "hunter2"}',
+        "smtp_pass=hunter2 db_pwd=hunter2",
+        "pass_word: hunter2",
+        "refresh_tokens: hunter2",
+        '"password": "hunter2',  # cut off before its closing quote
     ],
 )
 def test_redact_takes_out_what_looks_like_a_credential(text):
@@ -135,6 +179,8 @@ def test_redact_takes_out_what_looks_like_a_credential(text):
         "HTTP 503 Service Unavailable: broker is full",
         "tokens_used_by: 5, author: Ann",
         "connection error: [Errno 111] Connection refused",
+        "compass: north; bypass: on; passenger: 3",
+        "invalid token provided, tokens_used: 5",
     ],
 )
 def test_redact_keeps_a_plain_diagnosis(text):

@@ -14,11 +14,13 @@ import json
 import os
 import signal
 import socket
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, connections
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from django_cloudevents_bridge.emit import handlers
@@ -147,6 +149,31 @@ def test_a_restarted_relay_gives_back_its_hosts_dead_claims(settings):
     } == claims
 
 
+def test_a_long_host_name_is_shortened_never_the_pid(settings, monkeypatch):
+    # Kubernetes pod names run to 63 characters; the relay name's limit is 60.
+    settings.CLOUDEVENTS_HANDLER = "locmem"
+    long_host = "orders-relay-7d9f8b6c4d-" + "x" * 29 + "-abcde"  # 58 characters
+    monkeypatch.setattr(socket, "gethostname", lambda: long_host)
+    relay = Relay(handlers.get_handler())
+    assert relay.name.endswith(f":{os.getpid()}")
+    assert len(relay.name) <= 60
+    prefix = relay.name.rpartition(":")[0]
+    other_pod = long_host[:-5] + "zzzzz"  # the same Deployment's other pod
+    monkeypatch.setattr(socket, "gethostname", lambda: other_pod)
+    assert not Relay(handlers.get_handler()).name.startswith(f"{prefix}:")
+    monkeypatch.setattr(socket, "gethostname", lambda: long_host)
+
+    lease(f"{relay.name}:{_nonce()}:aaaaaaaaaaaa")  # this live process's claim
+    lease(f"{prefix}:{os.getppid()}:11111111:bbbbbbbbbbbb")  # a live process
+    lease(f"{prefix}:{2**22 + 1}:11111111:cccccccccccc")  # no such pid
+    expected = 0 if connection.vendor == "postgresql" else 1
+    assert relay.recover() == expected
+    free = dict(OutboxEvent.objects.values_list("locked_by", "locked_until"))
+    assert [token for token, until in free.items() if until is None] == (
+        [f"{prefix}:{2**22 + 1}:11111111:cccccccccccc"] if expected else []
+    )
+
+
 class RefusingSink(CountingSink):
     """Answers 503 to every event of one subject (binary mode: ``ce-subject``)."""
 
@@ -256,6 +283,40 @@ def test_a_lease_tied_to_an_ended_session_is_free_at_once(settings):
         lease(token)
     claimed = OutboxEvent.objects.claim("next", limit=10, lease=60.0)
     assert [row.event_id for row in claimed] == ["gone@0123456789ab"]
+
+
+@pytest.mark.postgres
+def test_a_claim_holds_its_lock_when_a_pooler_changed_the_server_session(settings):
+    # A transaction-pooling PgBouncer not marked DISABLE_SERVER_SIDE_CURSORS:
+    # the server session that took this client's lock is gone (the pooler
+    # retired it), and the next claim runs in one that never took it.
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL (DATABASE=postgres): session locks")
+    OutboxEvent.objects.tie("first")  # this client's tag, locked once
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_unlock_all()")  # another server session
+    queue("s", 3)
+    token = OutboxEvent.objects.tie("first")
+    with CaptureQueriesContext(connection) as queries:
+        claimed = OutboxEvent.objects.claim(token, limit=10, lease=HOUR)
+    assert len(claimed) == 3
+    assert len(queries) == 1  # the lock costs no round trip of its own
+
+    def other_relay() -> None:
+        try:
+            taken.extend(
+                OutboxEvent.objects.claim(
+                    OutboxEvent.objects.tie("second"), limit=10, lease=60.0
+                )
+            )
+        finally:
+            connections.close_all()
+
+    taken: list[OutboxEvent] = []
+    thread = threading.Thread(target=other_relay)
+    thread.start()
+    thread.join()
+    assert taken == []  # the live relay's claim is not taken over
 
 
 @pytest.mark.postgres

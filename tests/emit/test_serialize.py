@@ -191,6 +191,16 @@ SENSITIVE_KEYS = [
     ("ssn", True),
     ("ssnLast4", True),  # digits split too
     ("password2", True),
+    ("refresh_tokens", True),  # "tokens" after a credential's word
+    ("access_tokens", True),
+    ("api_tokens", True),
+    ("idTokens", True),
+    ("user_access_tokens", True),
+    ("db_pwd", True),
+    ("smtp_pass", True),  # "pass" as a whole word
+    ("pass_word", True),  # words run together
+    ("passWord", True),
+    ("passwd", True),
     # Not secrets, though a substring match took (or would take) some of them:
     ("tokens_used", False),
     ("max_tokens", False),
@@ -202,6 +212,10 @@ SENSITIVE_KEYS = [
     ("is_authenticated", False),
     ("secretary", False),
     ("passage", False),
+    ("passenger_count", False),
+    ("bypass", False),
+    ("compass_heading", False),
+    ("tokens_per_second", False),
     ("username", False),
     ("public_key", False),
     ("keyboard", False),

@@ -797,6 +797,46 @@ def test_the_default_token_goes_only_to_the_api_server(
     assert tls_issuer.authorization == [sent, sent]
 
 
+@pytest.fixture
+def tls_other(ca, keys) -> Iterator[Issuer]:
+    """Another TLS server, as ``https://localhost:<its port>``: the JWKS elsewhere."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
+    server = Issuer(tls=context).start()
+    server.keys = [keys.rsa.jwk()]
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("token", ["default", "configured"])
+def test_no_token_goes_to_a_jwks_uri_elsewhere(
+    settings, monkeypatch, tls_issuer, tls_other, keys, ca_file, token_file, token
+):
+    # The issuer passes for the API server; its discovery document names keys on
+    # another host (default token) or another port (configured token file).
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    port = tls_other.server.server_address[1]
+    host = "localhost" if token == "default" else "127.0.0.1"
+    tls_issuer.documents["/.well-known/openid-configuration"] = json.dumps(
+        {"issuer": tls_issuer.url, "jwks_uri": f"https://{host}:{port}/keys"}
+    ).encode()
+    settings.CLOUDEVENTS_RECEIVER = {
+        "OIDC_ISSUER": tls_issuer.url,
+        "OIDC_AUDIENCE": AUDIENCE,
+    }
+    if token == "default":
+        monkeypatch.setitem(conf.RECEIVER_DEFAULTS, "OIDC_TOKEN_FILE", token_file)
+        monkeypatch.setitem(conf.RECEIVER_DEFAULTS, "OIDC_CA_FILE", ca_file)
+    else:
+        settings.CLOUDEVENTS_RECEIVER.update(
+            OIDC_TOKEN_FILE=token_file, OIDC_CA_FILE=ca_file
+        )
+    assert post(mint(keys.rsa, tls_issuer.url)).status_code == 202
+    assert tls_issuer.authorization == ["Bearer pod-service-account-token"]
+    assert tls_other.hits == {"/keys": 1}
+    assert tls_other.authorization == [None]
+
+
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
