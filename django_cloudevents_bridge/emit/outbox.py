@@ -27,7 +27,7 @@ from ..bindings import jsonformat
 from ..events import CloudEvent
 from ..models import OutboxEvent, RelayHeartbeat
 from . import transaction_aborted
-from .background import Job, background
+from .background import Claim, Job, background
 
 logger = logging.getLogger("django_cloudevents_bridge")
 
@@ -73,9 +73,12 @@ def store(batch: Sequence[CloudEvent], using: str) -> None:
     """
     ids: list[int] = []  # the rows written, even when a later INSERT failed
     rest: list[CloudEvent] = []  # the events to send once instead
+    options = conf.outbox()
+    # With BACKGROUND, rows are written already claimed by this process's sender.
+    claim = background.claim(using, options["LEASE"]) if options["BACKGROUND"] else None
     try:
         if ready(using):
-            write(batch, using, ids)
+            write(batch, using, ids, claim)
         else:
             rest = list(batch)
     except Exception:
@@ -87,8 +90,8 @@ def store(batch: Sequence[CloudEvent], using: str) -> None:
             ", ".join(event.get_id() for event in rest),
         )
     jobs: list[Job] = [("", rest)]  # the relay sends (and retries) written rows
-    if ids and conf.outbox()["BACKGROUND"]:
-        jobs.append((using, ids))  # ... and this process tries them first
+    if ids and options["BACKGROUND"]:
+        jobs.append((using, ids if claim is None else claim))  # ... this process first
     for job in jobs:
         if job[1]:
             transaction.on_commit(
@@ -97,32 +100,45 @@ def store(batch: Sequence[CloudEvent], using: str) -> None:
 
 
 def write(
-    batch: Sequence[CloudEvent], using: str, ids: list[int] | None = None
+    batch: Sequence[CloudEvent],
+    using: str,
+    ids: list[int] | None = None,
+    claim: Claim | None = None,
 ) -> list[int]:
     """INSERT one row per event on ``using`` (in its current transaction).
 
     Returns the new rows' ids, appended to ``ids`` as they are written when it
-    is given (so a caller knows which rows exist if a later INSERT fails).
+    is given (so a caller knows which rows exist if a later INSERT fails). With
+    ``claim`` (the background sender's) the rows are written claimed by it, and
+    recorded in ``claim``.
 
     This runs inside every ``save()``, so it is one plain INSERT statement: no
     model instances, no signals, no BEGIN/COMMIT of its own in autocommit mode.
     """
     connection = connections[using]
-    now = connection.ops.adapt_datetimefield_value(timezone.now())
-    values = [
-        (
+    adapt = connection.ops.adapt_datetimefield_value
+    created = timezone.now()
+    now = adapt(created)
+    claimed: tuple[Any, ...] = ()
+    if claim is not None:
+        claim.created = created
+        claim.until = created + timedelta(seconds=claim.lease)
+        claimed = (claim.token, adapt(claim.until))
+    values: list[tuple[Any, ...]] = []
+    for event in batch:
+        subject = (event.get_subject() or "")[:1024]
+        row = (
             event.get_id()[:255],  # the column; the event keeps its whole id
             event.get_source()[:1024],
             event.get_type()[:255],
-            (event.get_subject() or "")[:1024],
+            subject,
             jsonformat.to_json(event).decode(),
             now,
             now,
         )
-        for event in batch
-    ]
+        values.append((*row, *claimed, subject, subject) if claimed else row)
     returning = connection.features.can_return_columns_from_insert
-    sql = _insert_sql(using, returning)
+    sql = _insert_sql(using, returning, bool(claimed and returning))
     ids = [] if ids is None else ids
     with connection.cursor() as cursor:
         kind = _lock_bound(connection, cursor)
@@ -134,7 +150,13 @@ def write(
             cursor.execute(sql, row)
             if seconds and kind == "psycopg":
                 cursor.nextset()  # psycopg 3 starts at the first statement's result
-            ids.append(cursor.fetchone()[0] if returning else cursor.lastrowid)
+            found: Any = cursor.fetchone() if returning else (cursor.lastrowid,)
+            ids.append(found[0])
+            if claim is not None:
+                if returning and found[1] == claim.token:
+                    claim.rows.append((found[0], *row[:5]))
+                else:
+                    claim.others.append(found[0])
     return ids
 
 
@@ -195,7 +217,14 @@ def _bounded(insert: str, milliseconds: int, *, restore: bool) -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def _insert_sql(using: str, returning: bool) -> str:
+def _insert_sql(using: str, returning: bool, claimed: bool = False) -> str:
+    """The outbox INSERT; ``claimed``: written claimed by the background sender.
+
+    A claimed row takes two more parameters, the sender's token and the lease's
+    end, then its subject twice: it is written unclaimed if an earlier row of its
+    subject is pending (that one goes first, and the sender claims this one as a
+    relay does, in subject order). Its RETURNING also says whether it is claimed.
+    """
     # Constants are written into the statement: fewer parameters to adapt on
     # every save().
     columns = {
@@ -212,12 +241,19 @@ def _insert_sql(using: str, returning: bool) -> str:
         "last_error": "''",
     }
     qn = connections[using].ops.quote_name
-    sql = (
-        f"INSERT INTO {qn(OutboxEvent._meta.db_table)} "
-        f"({', '.join(qn(c) for c in columns)}) "
-        f"VALUES ({', '.join(columns.values())})"
+    table = qn(OutboxEvent._meta.db_table)
+    names = ", ".join(qn(c) for c in [*columns, *["locked_until"][:claimed]])
+    if not claimed:
+        sql = f"INSERT INTO {table} ({names}) VALUES ({', '.join(columns.values())})"
+        return sql + f" RETURNING {qn('id')}" if returning else sql
+    columns["locked_by"] = "CASE WHEN b.blocked THEN '' ELSE %s END"
+    values = [*columns.values(), "CASE WHEN b.blocked THEN NULL ELSE %s END"]
+    return (
+        f"INSERT INTO {table} ({names}) SELECT {', '.join(values)} FROM (SELECT "
+        f"%s <> '' AND EXISTS (SELECT 1 FROM {table} w WHERE w.{qn('subject')} = %s "
+        f"AND w.{qn('status')} = '{OutboxEvent.Status.PENDING.value}') AS blocked) b "
+        f"RETURNING {qn('id')}, {qn('locked_by')}"
     )
-    return sql + f" RETURNING {qn('id')}" if returning else sql
 
 
 def prune(using: str = DEFAULT_DB_ALIAS, older_than: float | None = None) -> int:
