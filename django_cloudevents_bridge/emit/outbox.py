@@ -119,8 +119,9 @@ def write(
     adapt = connection.ops.adapt_datetimefield_value
     created = timezone.now()
     now = adapt(created)
+    returning = connection.features.can_return_columns_from_insert
     claimed: tuple[Any, ...] = ()
-    if claim is not None:
+    if claim is not None and returning:  # else: written unclaimed, in ``others``
         claim.created = created
         claim.until = created + timedelta(seconds=claim.lease)
         claimed = (claim.token, adapt(claim.until))
@@ -137,8 +138,7 @@ def write(
             now,
         )
         values.append((*row, *claimed, subject, subject) if claimed else row)
-    returning = connection.features.can_return_columns_from_insert
-    sql = _insert_sql(using, returning, bool(claimed and returning))
+    sql = _insert_sql(using, returning, bool(claimed))
     ids = [] if ids is None else ids
     with connection.cursor() as cursor:
         kind = _lock_bound(connection, cursor)
@@ -153,7 +153,7 @@ def write(
             found: Any = cursor.fetchone() if returning else (cursor.lastrowid,)
             ids.append(found[0])
             if claim is not None:
-                if returning and found[1] == claim.token:
+                if claimed and found[1] == claim.token:
                     claim.rows.append((found[0], *row[:5]))
                 else:
                     claim.others.append(found[0])
