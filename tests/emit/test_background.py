@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import json
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -279,3 +280,42 @@ def test_a_forked_child_has_a_sender_of_its_own(sink, shared_db, relays):
     mine, its = parent["token"], child["token"]
     assert [tokens[1], tokens[3], tokens[4]] == [mine, its, mine]
     assert not {tokens[0], tokens[2]} & {mine, its}
+
+
+def test_an_idle_sender_gives_its_connection_back(sending, monkeypatch):
+    from django_cloudevents_bridge.emit import background
+
+    monkeypatch.setattr(background, "IDLE", 0.05)
+    ask("first")
+    token = outbox.background.tokens["default"]
+    assert outbox.background.wrappers["default"].connection is not None
+    deadline = time.monotonic() + WAIT
+    while outbox.background.tokens and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not outbox.background.tokens  # idle: closed, rows written unclaimed
+    ask("second")  # connects again
+    rows = list(OutboxEvent.objects.order_by("pk"))
+    assert [row.status for row in rows] == ["delivered", "delivered"]
+    if connection.vendor == "postgresql":  # a new session: a new tag
+        assert rows[1].locked_by != token
+
+
+def test_an_exiting_process_gives_back_the_rows_written_claimed(
+    sink, shared_db, relays
+):
+    shared_db.publish()
+    sink.hold_after(1)  # the second save's event never gets an answer
+    code = (
+        f"{processes.SAVE_AND_EXIT}; from django_cloudevents_bridge.emit import "
+        f"outbox; assert outbox.background.wait(30); {processes.SAVE_AND_EXIT}"
+    )
+    web = relays.start("-c", code, command="shell", BACKGROUND=True, LEASE=3600)
+    assert web.wait(60) == 0  # after the exit grace, not the read timeout
+    assert "the relay will send them" in web.output()[1]
+    sink.release()
+    shared_db.refresh()
+    first, second = OutboxEvent.objects.order_by("pk")
+    assert first.status == "delivered"
+    # Written claimed by the sender, given back at exit: free for the relay now.
+    assert (second.status, second.attempts, second.locked_until) == ("pending", 0, None)
+    assert second.locked_by != first.locked_by
