@@ -157,13 +157,14 @@ def variants(sink_url: str) -> list[Variant]:
         # PostgreSQL its trigger queues the relay's NOTIFY) and nothing else.
         Variant(OUTBOX, partial(bridge, "outbox", "http", http), outbox=True),
         Variant(FLOOR, floor, outbox=True),
-        # BACKGROUND on: after each commit a background thread in this process
-        # claims the row and POSTs it; the creates share the GIL and the database
-        # with it. What it has not finished when the timed creates end is waited
-        # for, untimed, before the next variant. PostgreSQL only: on SQLite the
-        # claim (SELECT, then UPDATE, in a deferred transaction) fails with
-        # "database is locked" while the creates write, so most events would be
-        # left to the relay and the number would not mean what it says.
+        # BACKGROUND on: after each commit the background thread of this process
+        # POSTs the row (written claimed by it) and records it; the creates share
+        # the GIL and the database with it. What it has not finished when the
+        # timed creates end is waited for, untimed, before the next variant.
+        # PostgreSQL only: on SQLite the claim (SELECT, then UPDATE, in a
+        # deferred transaction) fails with "database is locked" while the creates
+        # write, so most events would be left to the relay and the number would
+        # not mean what it says.
         Variant(
             "bridge, outbox, BACKGROUND on",
             partial(bridge, "outbox", "http", http, {"BACKGROUND": True}),

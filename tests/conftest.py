@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -23,6 +24,10 @@ def need(service: str, reason: str) -> None:
 def _fresh_handler() -> Iterator[None]:
     reset_handler()
     yield
+    # No background sender (nor its connection) outlives its test.
+    background = sys.modules.get("django_cloudevents_bridge.emit.background")
+    if background is not None:
+        background.background.stop()
     reset_handler()
 
 
@@ -47,12 +52,10 @@ def failing_outbox_insert(monkeypatch) -> None:
     """Every outbox INSERT fails (a table that is not there), as a server would."""
     from django_cloudevents_bridge.emit import outbox
 
-    columns = ", ".join(["%s"] * 7)
-    monkeypatch.setattr(
-        outbox,
-        "_insert_sql",
-        lambda using, returning: f"INSERT INTO nowhere ({columns})",
-    )
+    def nowhere(using: str, returning: bool, claimed: bool = False) -> str:
+        return f"INSERT INTO nowhere ({', '.join(['%s'] * (11 if claimed else 7))})"
+
+    monkeypatch.setattr(outbox, "_insert_sql", nowhere)
 
 
 @pytest.fixture

@@ -7,9 +7,6 @@ No database work here: the relay records the ``Outcome``.
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,24 +85,6 @@ def send_stored(handler: BaseHandler, documents: list[str]) -> int:
     return handler.send_events(
         [events.with_overrides(jsonformat.from_json(d)) for d in documents]
     )
-
-
-def in_daemon_thread(work: Callable[..., None], *args: Any) -> Future[None]:
-    """Run ``work`` in a new daemon thread: it does not hold up the interpreter's
-    exit, as an executor's threads would (they are joined before atexit runs)."""
-    future: Future[None] = Future()
-
-    def run() -> None:
-        if future.set_running_or_notify_cancel():
-            try:
-                work(*args)
-            except BaseException as err:
-                future.set_exception(err)
-            else:
-                future.set_result(None)
-
-    threading.Thread(target=run, name="dce-relay", daemon=True).start()
-    return future
 
 
 _RECORDED = (

@@ -3,19 +3,15 @@
 ``write()`` is the only work added to ``save()``: one INSERT, no network. The
 relay (``manage.py cloudevents_relay``) sends the rows; on PostgreSQL the INSERT
 wakes it (``wakeup.py``). With ``CLOUDEVENTS_OUTBOX["BACKGROUND"]`` a background
-thread of the saving process also tries them right after the commit; whatever it
-cannot deliver stays pending for the relay.
+thread of the saving process also tries them right after the commit
+(``background.py``); whatever it cannot deliver stays pending for the relay.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import functools
 import logging
-import os
-import queue
-import threading
 import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -31,6 +27,7 @@ from ..bindings import jsonformat
 from ..events import CloudEvent
 from ..models import OutboxEvent, RelayHeartbeat
 from . import transaction_aborted
+from .background import Claim, Job, background
 
 logger = logging.getLogger("django_cloudevents_bridge")
 
@@ -38,8 +35,6 @@ logger = logging.getLogger("django_cloudevents_bridge")
 _present: set[str] = set()  # aliases whose outbox table was found
 _missing_since: dict[str, float] = {}  # alias -> when it was found missing
 RECHECK = 60.0  # seconds before a missing table is looked for again
-COALESCE = 0.005  # seconds the background sender waits for more rows
-EXIT_GRACE = 5.0  # seconds an exiting process waits for its background sends
 
 
 def ready(using: str) -> bool:
@@ -78,9 +73,12 @@ def store(batch: Sequence[CloudEvent], using: str) -> None:
     """
     ids: list[int] = []  # the rows written, even when a later INSERT failed
     rest: list[CloudEvent] = []  # the events to send once instead
+    options = conf.outbox()
+    # With BACKGROUND, rows are written already claimed by this process's sender.
+    claim = background.claim(using, options["LEASE"]) if options["BACKGROUND"] else None
     try:
         if ready(using):
-            write(batch, using, ids)
+            write(batch, using, ids, claim)
         else:
             rest = list(batch)
     except Exception:
@@ -92,8 +90,8 @@ def store(batch: Sequence[CloudEvent], using: str) -> None:
             ", ".join(event.get_id() for event in rest),
         )
     jobs: list[Job] = [("", rest)]  # the relay sends (and retries) written rows
-    if ids and conf.outbox()["BACKGROUND"]:
-        jobs.append((using, ids))  # ... and this process tries them first
+    if ids and options["BACKGROUND"]:
+        jobs.append((using, ids if claim is None else claim))  # ... this process first
     for job in jobs:
         if job[1]:
             transaction.on_commit(
@@ -102,32 +100,45 @@ def store(batch: Sequence[CloudEvent], using: str) -> None:
 
 
 def write(
-    batch: Sequence[CloudEvent], using: str, ids: list[int] | None = None
+    batch: Sequence[CloudEvent],
+    using: str,
+    ids: list[int] | None = None,
+    claim: Claim | None = None,
 ) -> list[int]:
     """INSERT one row per event on ``using`` (in its current transaction).
 
     Returns the new rows' ids, appended to ``ids`` as they are written when it
-    is given (so a caller knows which rows exist if a later INSERT fails).
+    is given (so a caller knows which rows exist if a later INSERT fails). With
+    ``claim`` (the background sender's) the rows are written claimed by it, and
+    recorded in ``claim``.
 
     This runs inside every ``save()``, so it is one plain INSERT statement: no
     model instances, no signals, no BEGIN/COMMIT of its own in autocommit mode.
     """
     connection = connections[using]
-    now = connection.ops.adapt_datetimefield_value(timezone.now())
-    values = [
-        (
+    adapt = connection.ops.adapt_datetimefield_value
+    created = timezone.now()
+    now = adapt(created)
+    returning = connection.features.can_return_columns_from_insert
+    claimed: tuple[Any, ...] = ()
+    if claim is not None and returning:  # else: written unclaimed, in ``others``
+        claim.created = created
+        claim.until = created + timedelta(seconds=claim.lease)
+        claimed = (claim.token, adapt(claim.until))
+    values: list[tuple[Any, ...]] = []
+    for event in batch:
+        subject = (event.get_subject() or "")[:1024]
+        row = (
             event.get_id()[:255],  # the column; the event keeps its whole id
             event.get_source()[:1024],
             event.get_type()[:255],
-            (event.get_subject() or "")[:1024],
+            subject,
             jsonformat.to_json(event).decode(),
             now,
             now,
         )
-        for event in batch
-    ]
-    returning = connection.features.can_return_columns_from_insert
-    sql = _insert_sql(using, returning)
+        values.append((*row, *claimed, subject, subject) if claimed else row)
+    sql = _insert_sql(using, returning, bool(claimed))
     ids = [] if ids is None else ids
     with connection.cursor() as cursor:
         kind = _lock_bound(connection, cursor)
@@ -139,7 +150,13 @@ def write(
             cursor.execute(sql, row)
             if bound and kind == "psycopg":
                 cursor.nextset()  # psycopg 3 starts at the first statement's result
-            ids.append(cursor.fetchone()[0] if returning else cursor.lastrowid)
+            found: Any = cursor.fetchone() if returning else (cursor.lastrowid,)
+            ids.append(found[0])
+            if claim is not None:
+                if claimed and found[1] == claim.token:
+                    claim.rows.append((found[0], *row[:5]))
+                else:
+                    claim.others.append(found[0])
     return ids
 
 
@@ -215,7 +232,14 @@ def _bounded(insert: str, milliseconds: int, *, restore: bool) -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def _insert_sql(using: str, returning: bool) -> str:
+def _insert_sql(using: str, returning: bool, claimed: bool = False) -> str:
+    """The outbox INSERT; ``claimed``: written claimed by the background sender.
+
+    A claimed row takes two more parameters, the sender's token and the lease's
+    end, then its subject twice: it is written unclaimed if an earlier row of its
+    subject is pending (that one goes first, and the sender claims this one as a
+    relay does, in subject order). Its RETURNING also says whether it is claimed.
+    """
     # Constants are written into the statement: fewer parameters to adapt on
     # every save().
     columns = {
@@ -232,134 +256,19 @@ def _insert_sql(using: str, returning: bool) -> str:
         "last_error": "''",
     }
     qn = connections[using].ops.quote_name
-    sql = (
-        f"INSERT INTO {qn(OutboxEvent._meta.db_table)} "
-        f"({', '.join(qn(c) for c in columns)}) "
-        f"VALUES ({', '.join(columns.values())})"
+    table = qn(OutboxEvent._meta.db_table)
+    names = ", ".join(qn(c) for c in [*columns, *["locked_until"][:claimed]])
+    if not claimed:
+        sql = f"INSERT INTO {table} ({names}) VALUES ({', '.join(columns.values())})"
+        return sql + f" RETURNING {qn('id')}" if returning else sql
+    columns["locked_by"] = "CASE WHEN b.blocked THEN '' ELSE %s END"
+    values = [*columns.values(), "CASE WHEN b.blocked THEN NULL ELSE %s END"]
+    return (
+        f"INSERT INTO {table} ({names}) SELECT {', '.join(values)} FROM (SELECT "
+        f"%s <> '' AND EXISTS (SELECT 1 FROM {table} w WHERE w.{qn('subject')} = %s "
+        f"AND w.{qn('status')} = '{OutboxEvent.Status.PENDING.value}') AS blocked) b "
+        f"RETURNING {qn('id')}, {qn('locked_by')}"
     )
-    return sql + f" RETURNING {qn('id')}" if returning else sql
-
-
-# A batch of outbox row ids on a database alias, or ("", events) to send once.
-Job = tuple[str, list[Any]]
-
-
-class Background:
-    """A daemon thread that tries freshly committed events once, off the request."""
-
-    def __init__(self) -> None:
-        self.queue: queue.SimpleQueue[Job] = queue.SimpleQueue()
-        self.lock = threading.Lock()
-        self.idle = threading.Condition(self.lock)
-        self.outstanding = 0
-        self.thread: threading.Thread | None = None
-        self.pid = 0
-        self.holding: tuple[str, str] | None = None  # (alias, claim) being sent
-
-    def submit(self, job: Job) -> None:
-        """Queue a job (called on commit; never blocks)."""
-        if job[0] and not conf.outbox()["BACKGROUND"]:
-            return  # rows wait for the relay
-        with self.lock:
-            # After a fork (gunicorn, multiprocessing) the thread is not ours any more.
-            if (
-                self.thread is None
-                or self.pid != os.getpid()
-                or not self.thread.is_alive()
-            ):
-                self.queue = queue.SimpleQueue()
-                self.outstanding = 0
-                self.pid = os.getpid()
-                self.thread = threading.Thread(
-                    target=self._run, name="dce-outbox", daemon=True
-                )
-                self.thread.start()
-            self.outstanding += 1
-            self.queue.put(job)
-
-    def _run(self) -> None:
-        while True:
-            jobs = [self.queue.get()]
-            # A moment for the rest of a burst to arrive: one claim (and one
-            # commit) for many rows costs the web threads far less of the GIL.
-            time.sleep(COALESCE)
-            while True:  # coalesce everything already queued into few claims
-                try:
-                    jobs.append(self.queue.get_nowait())
-                except queue.Empty:
-                    break
-            rows: dict[str, list[int]] = {}
-            for using, items in jobs:
-                if using:
-                    rows.setdefault(using, []).extend(items)
-                else:
-                    from . import deliver
-
-                    deliver(items)
-            for using, ids in rows.items():
-                try:
-                    attempt(using, ids)
-                except Exception:
-                    logger.exception("Immediate delivery failed; the relay will retry")
-            if self.queue.empty():
-                for using in rows:  # idle: give back this thread's connections
-                    connections[using].close()
-            with self.idle:
-                self.outstanding -= len(jobs)
-                self.idle.notify_all()
-
-    def wait(self, timeout: float) -> bool:
-        """Wait until every submitted job was tried (tests, interpreter exit)."""
-        with self.idle:
-            return self.idle.wait_for(lambda: self.outstanding == 0, timeout)
-
-
-def attempt(using: str, ids: list[int]) -> None:
-    """Try each of these rows once (more than one claim if there are many)."""
-    from . import shared_handler
-    from .relay import Relay
-
-    relay = Relay(shared_handler(), using=using, daemon=True)
-    remaining = set(ids)
-    try:
-        while remaining:
-            claimed = relay.claim(remaining)
-            if not claimed:
-                return  # the rest is not due, or waits behind its subject
-            remaining.difference_update(row.pk for row in claimed)
-            background.holding = (using, claimed[0].locked_by)
-            relay.send(claimed)
-            background.holding = None
-    finally:
-        background.holding = None
-        relay.close()
-
-
-background = Background()
-
-
-@atexit.register
-def _flush_at_exit() -> None:
-    # A short grace period so a management command's last events go out; anything
-    # left stays pending for the relay.
-    if background.thread is None or background.pid != os.getpid():
-        return
-    if background.wait(timeout=EXIT_GRACE):
-        return
-    holding = background.holding
-    if holding is not None:
-        # Still sending (a sink that does not answer): give the claim back now,
-        # or the relay would wait out the whole lease for rows this process
-        # will never record. The send may still have reached the sink: the
-        # relay sends it again, with the same id.
-        using, token = holding
-        with contextlib.suppress(Exception):
-            OutboxEvent.objects.using(using).held(token).release()
-            logger.warning(
-                "Exiting while CloudEvents were being sent; the relay will send "
-                "them (claim %s given back)",
-                token,
-            )
 
 
 def prune(using: str = DEFAULT_DB_ALIAS, older_than: float | None = None) -> int:

@@ -36,7 +36,7 @@ from ..models import OutboxEvent
 from ..models.outbox import OutboxEventQuerySet
 from ..redact import redact
 from . import _claimant
-from ._sending import Outcome, in_daemon_thread, restore, send_group, snapshot
+from ._sending import Outcome, restore, send_group, snapshot
 from .handlers import BaseHandler
 
 logger = logging.getLogger("django_cloudevents_bridge")
@@ -69,10 +69,6 @@ class Relay:
     using: str = DEFAULT_DB_ALIAS
     options: dict[str, Any] = field(default_factory=conf.outbox)
     name: str = field(default_factory=_claimant.default_name)
-    # Send threads that do not hold up the interpreter's exit (the background
-    # sender's, whose process may be a script that is ending): the executor's
-    # threads are joined at exit, before any atexit handler runs.
-    daemon: bool = False
     _pool: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
     # Signals held back until the transaction recording them commits (one batch
     # at a time).
@@ -303,9 +299,7 @@ class Relay:
             self._release(outcome.untried)
 
     def _start(self, work: Callable[..., None], *args: Any) -> Future[None]:
-        """Run ``work`` in a send thread: the executor's, or a daemon thread."""
-        if self.daemon:
-            return in_daemon_thread(work, *args)
+        """Run ``work`` in a send thread (the executor's)."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(
                 self.options["CONCURRENCY"], thread_name_prefix="dce-relay"

@@ -108,6 +108,51 @@ def test_a_killed_web_processs_background_send_is_taken_over(sink, shared_db, re
     assert sink.ids() == [row.event_id, row.event_id]
 
 
+def test_rows_a_killed_web_process_wrote_claimed_are_taken_over_at_once(
+    sink, shared_db, relays
+):
+    # Its sender is connected (the first save), so the next rows are written
+    # claimed by it: one is being sent (the sink holds it), one waits behind it.
+    shared_db.publish()
+    sink.hold_after(1)
+    code = (
+        f"{SAVE_AND_EXIT}; from django_cloudevents_bridge.emit import outbox; "
+        "assert outbox.background.wait(30); "
+        "print(outbox.background.tokens['default'], flush=True); "
+        "from django.db import transaction\n"
+        "with transaction.atomic():\n"
+        "    for text in ('held', 'behind'):\n"
+        "        Question.objects.create(question_text=text, pub_date=timezone.now())\n"
+        "import time; time.sleep(600)"
+    )
+    web = relays.start("-c", code, command="shell", BACKGROUND=True, LEASE=HOUR)
+    relays.until(lambda: sink.held >= 1)
+    web.send(signal.SIGKILL)
+    assert web.wait() == -signal.SIGKILL
+    token = web.output()[0].split()[-1]
+    sink.release()
+    relays.until(lambda: sink.held == 0)
+    shared_db.refresh()
+    first, *claimed = OutboxEvent.objects.order_by("pk")
+    assert first.status == "delivered"
+    assert [row.locked_by for row in claimed] == [token, token]
+    assert all(row.status == "pending" for row in claimed)
+    assert all(row.locked_until > timezone.now() for row in claimed)  # an hour
+
+    before = sink.counts()  # what was in flight at the kill arrived by now
+
+    def sent_again() -> bool:
+        counts = sink.counts()
+        return all(counts[row.event_id] > before[row.event_id] for row in claimed)
+
+    relay = relays.start(**FAST, LEASE=HOUR)
+    relays.until(sent_again, timeout=WAIT)
+    relay.send(signal.SIGTERM)
+    assert relay.wait() == 0
+    shared_db.refresh()
+    assert set(OutboxEvent.objects.values_list("status", flat=True)) == {"delivered"}
+
+
 def lease(token: str) -> OutboxEvent:
     now = timezone.now()
     return OutboxEvent.objects.create(
