@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import signal
@@ -427,3 +428,49 @@ def test_a_worker_killed_mid_target_runs_it_again_exactly_once(workers):
     assert list(Tag.objects.values_list("name", flat=True)) == ["e-1"]
     assert runs() == {"slow": (Status.DONE, 1)}  # the killed attempt left nothing
     assert "done 1," in second.output()[0]
+
+
+def test_logged_named_events_run_their_handlers_on_the_worker(
+    deferred, signups, sent_events
+):
+    from django_cloudevents_bridge import log
+    from django_cloudevents_bridge.bindings import http
+
+    logged = log("testapp.Signup", {"email": "Ann@Example.com"})
+    [sent] = sent_events  # emitted as in inline mode
+    headers, body = http.to_http(sent)
+    client = Client(enforce_csrf_checks=True)
+    for _ in range(2):  # delivered, then redelivered
+        response = client.generic(
+            "POST", URL, body, content_type=None, headers=dict(headers)
+        )
+        assert response.status_code == 202
+    assert signups == []
+
+    assert work.process() == Counter(done=2)
+    assert signups == [
+        ("welcome", "testapp.Signup", {"email": "ann@example.com"}),
+        ("count", "testapp.Signup", {"email": "ann@example.com"}),
+    ]
+    assert ReceivedEvent.objects.get().event_id == logged.get_id()
+    assert work.process() == Counter()
+
+
+def test_parked_runs_are_rerun_by_cloudevents_replay(deferred, settings):
+    settings.CLOUDEVENTS_RECEIVER = {**settings.CLOUDEVENTS_RECEIVER, "MAX_ATTEMPTS": 1}
+    calls: list = []
+
+    def flaky(event) -> None:
+        calls.append(event.get_id())
+        if len(calls) == 1:
+            raise RuntimeError("down")
+
+    register_group_handler(flaky, group=GROUP)
+    try:
+        post("e-1")
+        assert work.process() == Counter(done=1, parked=1)
+        call_command("cloudevents_replay", stdout=io.StringIO())
+    finally:
+        unregister_group_handler(flaky)
+    assert runs() == {"slow": (Status.DONE, 1), "flaky": (Status.DONE, 2)}
+    assert calls == ["e-1", "e-1"]
