@@ -13,7 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import close_old_connections, connection
 from django.test import Client
 from django.utils import timezone
@@ -474,3 +474,35 @@ def test_parked_runs_are_rerun_by_cloudevents_replay(deferred, settings):
         unregister_group_handler(flaky)
     assert runs() == {"slow": (Status.DONE, 1), "flaky": (Status.DONE, 2)}
     assert calls == ["e-1", "e-1"]
+
+
+def test_backlog_counts_and_probes(deferred, with_failing, settings, admin_client):
+    def backlog(*args: str) -> str:
+        out = io.StringIO()
+        call_command("cloudevents_backlog", *args, stdout=out)
+        return out.getvalue().strip()
+
+    settings.CLOUDEVENTS_RECEIVER = {**settings.CLOUDEVENTS_RECEIVER, "MAX_ATTEMPTS": 2}
+    post("e-1")
+    post("e-2")
+    ReceivedEvent.objects.filter(event_id="e-1").update(
+        received_at=timezone.now() - timedelta(hours=1)
+    )
+    assert backlog().startswith("pending 4, failed 0, parked 0, rejected 0; oldest")
+    with pytest.raises(CommandError, match="waited 3"):
+        backlog("--max-age", "600")
+
+    work.process()
+    TargetRun.objects.filter(status=Status.FAILED).update(
+        next_attempt_at=timezone.now()
+    )
+    work.process()
+    assert backlog() == "pending 0, failed 0, parked 2, rejected 0; oldest waiting 0s"
+    assert backlog("--max-age", "600", "--max-parked", "2")
+    with pytest.raises(CommandError, match="2 run"):
+        backlog("--max-parked", "1")
+
+    page = admin_client.get(
+        "/admin/django_cloudevents_bridge/targetrun/?status=parked"
+    ).content.decode()
+    assert page.count("downstream unavailable") == 2
