@@ -13,6 +13,9 @@ INSTALLED_APPS = [
     "django.contrib.auth",
     "django.contrib.sessions",
     "django.contrib.messages",
+    # testapp has PostgreSQL fields: Django 6.1 checks (postgres.E005) that this
+    # app is installed, which stopped every worker/relay subprocess from starting.
+    "django.contrib.postgres",
     "django_cloudevents_bridge",
     "tests.testapp",
     "django_tasks_db",  # a real task backend for deferred mode's tests
