@@ -25,6 +25,7 @@ class Statements:
     first: str  # PostgreSQL: the event and its runs at once; SQLite: one run
     again: str  # one more delivery of a stored event: RETURNING its id
     claim: str  # lock a target's run: RETURNING its status and stored reply
+    done: str  # a target's run is done (with its reply, if kept)
 
 
 _statements: dict[tuple[str, int], Statements] = {}
@@ -86,5 +87,10 @@ def _build(connection: BaseDatabaseWrapper, targets: int) -> Statements:
         claim=(
             f"UPDATE {runs} SET {qn('updated_at')} = %s WHERE {event_id} = %s "
             f"AND {qn('target')} = %s RETURNING {qn('status')}, {qn('reply')}"
+        ),
+        done=(
+            f"UPDATE {runs} SET {qn('status')} = '{done}', {qn('attempts')} = "
+            f"{qn('attempts')} + 1, {qn('error')} = '', {qn('reply')} = %s, "
+            f"{qn('updated_at')} = %s WHERE {event_id} = %s AND {qn('target')} = %s"
         ),
     )

@@ -215,6 +215,14 @@ class TargetRunQuerySet(models.QuerySet["TargetRun"]):
 
     def done(self, stored: int, target: str, reply: str = "") -> None:
         """Record a target's run as done, with the reply it returned (if kept)."""
+        connection = connections[self.db]
+        if upserts(connection):  # prebuilt SQL: no ORM compilation per run
+            now = connection.ops.adapt_datetimefield_value(timezone.now())
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    statements(connection, 0).done, [reply, now, stored, target]
+                )
+            return
         self.filter(event_id=stored, target=target).update(
             status=TargetRun.Status.DONE,
             attempts=F("attempts") + 1,
@@ -243,18 +251,42 @@ class TargetRunQuerySet(models.QuerySet["TargetRun"]):
         mid-target leaves its run due again. SQLite has one writer at a time:
         the guarded UPDATE takes its lock and re-checks the run.
         """
+        connection = connections[self.db]
+        if connection.vendor == "postgresql":  # one statement, no ORM on the way
+            return self._due_postgresql(connection, now, events)
         due = self.filter(status__in=DUE, next_attempt_at__lte=now)
         if events is not None:
             due = due.filter(event_id__in=events)
         while True:
-            run = (
-                due.select_for_update(skip_locked=True, of=("self",))
-                .select_related("event")
-                .order_by("next_attempt_at", "id")
-                .first()
-            )
+            run = due.select_related("event").order_by("next_attempt_at", "id").first()
             if run is None or due.filter(pk=run.pk).update(updated_at=now):
                 return run
+
+    def _due_postgresql(
+        self, connection: BaseDatabaseWrapper, now: datetime, events: Any
+    ) -> TargetRun | None:
+        qn = connection.ops.quote_name
+        runs = qn(TargetRun._meta.db_table)
+        table = qn(ReceivedEvent._meta.db_table)
+        which = "" if events is None else " AND event_id = ANY(%s)"
+        sql = (
+            f"WITH due AS (SELECT id FROM {runs} WHERE status = ANY(%s) AND "
+            f"next_attempt_at <= %s{which} ORDER BY next_attempt_at, id LIMIT 1 "
+            f"FOR UPDATE SKIP LOCKED) SELECT r.id, r.event_id, r.target, "
+            f"r.attempts, e.event_id, e.type, e.event FROM due JOIN {runs} r "
+            f"ON r.id = due.id JOIN {table} e ON e.id = r.event_id"
+        )
+        params: list[Any] = [list(DUE), now]
+        if events is not None:
+            params.append(list(events))
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        run = TargetRun(id=row[0], event_id=row[1], target=row[2], attempts=row[3])
+        run.event = ReceivedEvent(id=row[1], event_id=row[4], type=row[5], event=row[6])
+        return run
 
     def retry(
         self, run: TargetRun, error: BaseException, status: str, at: datetime | None
