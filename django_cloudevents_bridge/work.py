@@ -84,6 +84,15 @@ def store(events: Sequence[CloudEvent]) -> list[int]:
     return owing
 
 
+def schedule(stored: int, targets: Sequence[str]) -> None:
+    """Inline mode: make an event's always-deferred runs due, and enqueue them.
+
+    Only runs not yet given to the worker: a redelivery enqueues nothing new.
+    """
+    if TargetRun.objects.schedule(stored, targets):
+        transaction.on_commit(lambda: enqueue([stored]))
+
+
 def enqueue(events: list[int], at: datetime | None = None) -> bool:
     """Hand the events' due runs to ``django.tasks``; False if not enqueued.
 

@@ -288,6 +288,15 @@ class TargetRunQuerySet(models.QuerySet["TargetRun"]):
         run.event = ReceivedEvent(id=row[1], event_id=row[4], type=row[5], event=row[6])
         return run
 
+    def schedule(self, stored: int, targets: Sequence[str]) -> int:
+        """Make these runs due for the worker, unless it has them already."""
+        runs = self.filter(event_id=stored, target__in=targets)
+        return (
+            runs.filter(next_attempt_at__isnull=True)
+            .exclude(status=TargetRun.Status.DONE)
+            .update(next_attempt_at=timezone.now())
+        )
+
     def retry(
         self, run: TargetRun, error: BaseException, status: str, at: datetime | None
     ) -> None:

@@ -506,3 +506,33 @@ def test_backlog_counts_and_probes(deferred, with_failing, settings, admin_clien
         "/admin/django_cloudevents_bridge/targetrun/?status=parked"
     ).content.decode()
     assert page.count("downstream unavailable") == 2
+
+
+def test_an_always_deferred_target_runs_on_the_worker_in_inline_mode(
+    flags, settings, monkeypatch
+):
+    settings.CLOUDEVENTS_RECEIVER = {"TASK_BACKEND": "default"}  # inline mode
+    enqueued: list = []
+    monkeypatch.setattr(work, "enqueue", lambda ids, at=None: enqueued.append(ids))
+    quick: list = []
+
+    def fast(event) -> None:
+        quick.append(event.get_id())
+
+    register_group_handler(slow, group=GROUP, deferred=True)
+    register_group_handler(fast, group=GROUP)
+    try:
+        # The inline target ran; the slow one is stored and due, not started.
+        assert post("e-1", {"block": True}).status_code == 202
+        assert quick == ["e-1"] and not starts("e-1")
+        assert runs() == {"slow": (Status.PENDING, 0), "fast": (Status.DONE, 1)}
+        assert post("e-1", {"block": True}).status_code == 202  # a redelivery
+        assert enqueued == [[ReceivedEvent.objects.get().pk]]  # once
+
+        (flags / "release").touch()
+        assert work.process() == Counter(done=1)
+    finally:
+        unregister_group_handler(slow)
+        unregister_group_handler(fast)
+    assert runs() == {"slow": (Status.DONE, 1), "fast": (Status.DONE, 1)}
+    assert quick == ["e-1"] and len(starts("e-1")) == 1
