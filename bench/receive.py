@@ -513,7 +513,7 @@ VARIANTS = {  # name: (path, label); "bare" is the baseline
     "insert": ("/insert/", "view + one INSERT (reference)"),
     "atomic": ("/atomic/", "view + INSERT in atomic() (reference)"),
     "receiver": ("/cloudevents/", "ReceiverView, dedupe on PostgreSQL"),
-    "deferred": ("/deferred/", "ReceiverView, deferred mode (store, 202)"),
+    "deferred": ("/deferred/", "ReceiverView, deferred (store, 202)"),
 }
 
 

@@ -14,6 +14,7 @@ a failure is retried alone after a backoff, and parked after ``MAX_ATTEMPTS``
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections import Counter
@@ -72,7 +73,9 @@ def store(events: Sequence[CloudEvent]) -> list[int]:
 
     Returns the ids of the stored events that owe work (not duplicates).
     """
-    with transaction.atomic():
+    # One event: no transaction of ours (its store is atomic on its own, and
+    # BEGIN and COMMIT would double its round trips); a batch: all or nothing.
+    with transaction.atomic() if len(events) > 1 else contextlib.nullcontext():
         owing = []
         for event in events:
             names = [target.name for target in targets_for(event)]

@@ -116,6 +116,14 @@ class ReceivedEventQuerySet(models.QuerySet["ReceivedEvent"]):
         sender's retry after a switch to deferred mode): then the event's id.
         """
         connection = connections[self.db]
+        if connection.vendor == "postgresql" and target_names and upserts(connection):
+            # One statement (atomic on its own): the event and its runs.
+            both = statements(connection, len(target_names)).deferred
+            with connection.cursor() as cursor:
+                cursor.execute(both, [*_event_values(connection, event), *target_names])
+                row = cursor.fetchone()
+            if row is not None:
+                return int(row[0])
         now = timezone.now()
         with transaction.atomic():
             if upserts(connection):
