@@ -7,6 +7,7 @@ from django.db import router
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
+from django.utils.timesince import timesince
 
 from .emit.outbox import health, retry, waiting
 from .models import OutboxEvent, ReceivedEvent, RelayHeartbeat, TargetRun
@@ -87,7 +88,15 @@ class TargetRunInline(admin.TabularInline):
     model = TargetRun
     extra = 0
     can_delete = False
-    fields = ("target", "status", "attempts", "error", "reply", "updated_at")
+    fields = (
+        "target",
+        "status",
+        "attempts",
+        "error",
+        "reply",
+        "updated_at",
+        "next_attempt_at",
+    )
     readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -112,3 +121,30 @@ class ReceivedEventAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # rows come from deliveries, not from the admin
+
+
+@admin.register(TargetRun)
+class TargetRunAdmin(admin.ModelAdmin):
+    """Each target's run: deferred work waiting, failed, parked, and its age."""
+
+    list_display = (
+        "target",
+        "event",
+        "status",
+        "attempts",
+        "age",
+        "next_attempt_at",
+        "error",
+    )
+    list_filter = ("status", "target")
+    search_fields = ("target", "event__event_id", "event__type")
+    list_select_related = ("event",)
+    readonly_fields = [field.name for field in TargetRun._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # rows come from deliveries
+
+    @admin.display(description="age", ordering="event__received_at")
+    def age(self, run: TargetRun) -> str:
+        """How long since the event was received."""
+        return timesince(run.event.received_at)

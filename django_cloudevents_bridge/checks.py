@@ -261,6 +261,49 @@ def check_receiver_auth(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     ]
 
 
+@register(Tags.compatibility)
+def check_deferred(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """Deferred processing's keys of ``CLOUDEVENTS_RECEIVER`` are usable."""
+    from . import work
+
+    options = conf.receiver()
+    found = []
+    if options["MODE"] not in ("inline", "deferred"):
+        found.append('MODE must be "inline" or "deferred"')
+    for key in ("MAX_ATTEMPTS", "BACKOFF", "BACKOFF_MAX", "POLL_INTERVAL"):
+        value = options[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            found.append(f"{key} must be a number, 0 or more")
+        elif key == "MAX_ATTEMPTS" and (value < 1 or not isinstance(value, int)):
+            found.append(f"{key} must be a whole number, 1 or more")
+    backend = options["TASK_BACKEND"]
+    if not (backend is None or backend is False or isinstance(backend, str)):
+        found.append("TASK_BACKEND must be a task backend's alias, None or False")
+    elif isinstance(backend, str) and work.tasks_api() is None:
+        found.append("TASK_BACKEND needs Django 6, or django-tasks on Django 5.2")
+    errors: list[Any] = [
+        Error(
+            f"CLOUDEVENTS_RECEIVER: {problem}.",
+            id=f"{ID}.E009",
+            obj="CLOUDEVENTS_RECEIVER",
+        )
+        for problem in found
+    ]
+    if not errors and work.deferred() and conf.handler() == "http" and not conf.sink():
+        errors.append(
+            Warning(
+                "In deferred mode, reply events go out through the handler, and "
+                f"{conf.env()['SINK_VAR']} is not set: replies are kept on their "
+                "target runs, not sent.",
+                hint="Set the sink (a Knative SinkBinding), or route replies with "
+                "MODE 'inline'.",
+                id=f"{ID}.W006",
+                obj="CLOUDEVENTS_RECEIVER",
+            )
+        )
+    return errors
+
+
 def receiver_routed(patterns: Sequence[Any] | None = None) -> bool:
     """True if the URLconf routes a CloudEvents receiver view."""
     if patterns is None:

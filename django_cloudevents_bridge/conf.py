@@ -202,6 +202,14 @@ RECEIVER_DEFAULTS: dict[str, Any] = {
     # keys are still used while the issuer fails (they are refetched after 300 s).
     "OIDC_FETCH_TIMEOUT": 5.0,
     "OIDC_STALE_SECONDS": 3600.0,
+    # Deferred processing (work.py): "inline" runs the targets in the request;
+    # "deferred" validates, stores, answers 202 and runs them on a worker.
+    "MODE": "inline",
+    "TASK_BACKEND": None,  # django.tasks alias; None: "default" if TASKS is set
+    "MAX_ATTEMPTS": 10,  # a deferred target run failing this often is parked
+    "BACKOFF": 1.0,  # first retry delay in seconds, doubled each attempt
+    "BACKOFF_MAX": 600.0,  # longest delay between attempts
+    "POLL_INTERVAL": 1.0,  # seconds cloudevents_worker sleeps when nothing is due
 }
 
 
@@ -214,6 +222,11 @@ def receiver() -> dict[str, Any]:
     """``CLOUDEVENTS_RECEIVER``: the receiver's settings (see RECEIVER_DEFAULTS)."""
     configured = _setting("CLOUDEVENTS_RECEIVER", None) or {}
     return {**RECEIVER_DEFAULTS, **configured}
+
+
+def tasks_configured() -> bool:
+    """True if the project sets ``TASKS`` (Django's tasks framework) itself."""
+    return bool(settings.is_overridden("TASKS"))  # type: ignore[misc,unused-ignore]
 
 
 def silenced_checks() -> list[str]:

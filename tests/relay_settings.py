@@ -24,3 +24,7 @@ CLOUDEVENTS_HANDLER = "http"
 # A read timeout longer than any hold the tests put on the sink.
 CLOUDEVENTS_HANDLER_OPTIONS = {"timeout": (10.0, 15.0), "oidc_token_path": None}
 CLOUDEVENTS_OUTBOX = json.loads(os.environ.get("RELAY_OUTBOX") or "{}")
+
+if os.environ.get("DEFERRED_DIR"):  # worker processes of tests/receive/test_deferred.py
+    INSTALLED_APPS = [*INSTALLED_APPS, "tests.workerapp"]  # noqa: F405
+    CLOUDEVENTS_RECEIVER = {"MODE": "deferred"}

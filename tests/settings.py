@@ -1,6 +1,7 @@
 """Test settings: SQLite by default, PostgreSQL with DATABASE=postgres."""
 
 import os
+from importlib.util import find_spec
 
 SECRET_KEY = "tests-only"
 USE_TZ = True
@@ -12,8 +13,12 @@ INSTALLED_APPS = [
     "django.contrib.auth",
     "django.contrib.sessions",
     "django.contrib.messages",
+    # testapp has PostgreSQL fields: Django 6.1 checks (postgres.E005) that this
+    # app is installed, which stopped every worker/relay subprocess from starting.
+    "django.contrib.postgres",
     "django_cloudevents_bridge",
     "tests.testapp",
+    "django_tasks_db",  # a real task backend for deferred mode's tests
 ]
 MIDDLEWARE = [
     "django_cloudevents_bridge.middleware.ReceiverSlashMiddleware",
@@ -53,6 +58,18 @@ else:
     DATABASES = {
         "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
     }
+
+# django.tasks (the django-tasks backport on Django 5.2): tasks run at once
+# ("default"), or wait in the database for django-tasks-db's worker ("db").
+# Deferred mode's tests pick one with CLOUDEVENTS_RECEIVER["TASK_BACKEND"].
+TASKS = {
+    "default": {
+        "BACKEND": "django.tasks.backends.immediate.ImmediateBackend"
+        if find_spec("django.tasks")
+        else "django_tasks.backends.immediate.ImmediateBackend"
+    },
+    "db": {"BACKEND": "django_tasks_db.DatabaseBackend"},
+}
 
 CLOUDEVENTS_HANDLER = "locmem"
 # Most emit tests watch the handler directly; the outbox tests switch to "outbox".

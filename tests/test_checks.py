@@ -193,3 +193,40 @@ def test_plain_http_oidc_issuer_warns(settings, issuer, warned):
     settings.CLOUDEVENTS_RECEIVER = {"OIDC_ISSUER": issuer, "OIDC_AUDIENCE": "a"}
     found = ids(bridge_checks.check_receiver_auth())
     assert found == (["cloudevents_bridge.W004"] if warned else [])
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ({"MODE": "later"}, 'MODE must be "inline" or "deferred"'),
+        ({"MAX_ATTEMPTS": 0}, "MAX_ATTEMPTS must be a whole number, 1 or more"),
+        ({"BACKOFF": "1"}, "BACKOFF must be a number, 0 or more"),
+        ({"TASK_BACKEND": 1}, "TASK_BACKEND must be a task backend's alias"),
+    ],
+)
+def test_bad_deferred_setting(settings, value, message):
+    settings.CLOUDEVENTS_RECEIVER = value
+    [error] = bridge_checks.check_deferred()
+    assert error.id == "cloudevents_bridge.E009"
+    assert message in error.msg
+
+
+def test_task_backend_without_django_tasks(settings, monkeypatch):
+    from django_cloudevents_bridge import work
+
+    monkeypatch.setattr(work, "tasks_api", lambda: None)
+    settings.CLOUDEVENTS_RECEIVER = {"MODE": "deferred", "TASK_BACKEND": "default"}
+    [error] = bridge_checks.check_deferred()
+    assert "needs Django 6, or django-tasks" in error.msg
+
+
+def test_deferred_replies_without_a_sink_warn(settings, monkeypatch):
+    monkeypatch.delenv("K_SINK", raising=False)
+    settings.CLOUDEVENTS_HANDLER = "http"
+    settings.CLOUDEVENTS_RECEIVER = {"MODE": "deferred"}
+    assert ids(bridge_checks.check_deferred()) == ["cloudevents_bridge.W006"]
+    monkeypatch.setenv("K_SINK", "http://127.0.0.1:9/")
+    assert bridge_checks.check_deferred() == []
+    settings.CLOUDEVENTS_RECEIVER = {"MODE": "inline"}
+    monkeypatch.delenv("K_SINK")
+    assert bridge_checks.check_deferred() == []

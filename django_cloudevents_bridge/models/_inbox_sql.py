@@ -25,6 +25,8 @@ class Statements:
     first: str  # PostgreSQL: the event and its runs at once; SQLite: one run
     again: str  # one more delivery of a stored event: RETURNING its id
     claim: str  # lock a target's run: RETURNING its status and stored reply
+    done: str  # a target's run is done (with its reply, if kept)
+    deferred: str  # PostgreSQL: a new event and its runs, due now ("" elsewhere)
 
 
 _statements: dict[tuple[str, int], Statements] = {}
@@ -76,6 +78,16 @@ def _build(connection: BaseDatabaseWrapper, targets: int) -> Statements:
         )
     else:
         first = f"INSERT INTO {runs} ({columns}) VALUES (%s, %s, %s, %s, '', '', %s)"
+    deferred = ""
+    if connection.vendor == "postgresql" and targets:
+        names = ", ".join(["(%s)"] * targets)
+        at = f"new.{qn('received_at')}"
+        deferred = (
+            f"WITH new AS ({insert}, {qn('received_at')}) "
+            f"INSERT INTO {runs} ({columns}, {qn('next_attempt_at')}) SELECT "
+            f"new.{id_}, run.name, '{pending}', 0, '', '', {at}, {at} FROM new "
+            f"CROSS JOIN (VALUES {names}) AS run(name) RETURNING {event_id}"
+        )
     return Statements(
         insert=insert,
         first=first,
@@ -87,4 +99,10 @@ def _build(connection: BaseDatabaseWrapper, targets: int) -> Statements:
             f"UPDATE {runs} SET {qn('updated_at')} = %s WHERE {event_id} = %s "
             f"AND {qn('target')} = %s RETURNING {qn('status')}, {qn('reply')}"
         ),
+        done=(
+            f"UPDATE {runs} SET {qn('status')} = '{done}', {qn('attempts')} = "
+            f"{qn('attempts')} + 1, {qn('error')} = '', {qn('reply')} = %s, "
+            f"{qn('updated_at')} = %s WHERE {event_id} = %s AND {qn('target')} = %s"
+        ),
+        deferred=deferred,
     )

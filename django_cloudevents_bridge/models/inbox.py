@@ -9,6 +9,7 @@ work (receive/dispatch.py). The hot path's SQL is built in ``_inbox_sql``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from django.db import IntegrityError, connections, models, transaction
@@ -105,6 +106,58 @@ class ReceivedEventQuerySet(models.QuerySet["ReceivedEvent"]):
                     )
         return None if row is None else row[0]
 
+    def store_deferred(
+        self, event: CloudEvent, target_names: Sequence[str]
+    ) -> int | None:
+        """Deferred mode: store a new event with its runs due now; its id.
+
+        A duplicate counts one more delivery and returns None (nothing to
+        enqueue), unless it revives runs an inline delivery left failed (the
+        sender's retry after a switch to deferred mode): then the event's id.
+        """
+        connection = connections[self.db]
+        if connection.vendor == "postgresql" and target_names and upserts(connection):
+            # One statement (atomic on its own): the event and its runs.
+            both = statements(connection, len(target_names)).deferred
+            with connection.cursor() as cursor:
+                cursor.execute(both, [*_event_values(connection, event), *target_names])
+                row = cursor.fetchone()
+            if row is not None:
+                return int(row[0])
+        now = timezone.now()
+        with transaction.atomic():
+            if upserts(connection):
+                with connection.cursor() as cursor:
+                    sql = statements(connection, 0)
+                    cursor.execute(sql.insert, _event_values(connection, event))
+                    row = cursor.fetchone()
+                stored = None if row is None else row[0]
+            else:
+                key = {"source": event.get_source(), "event_id": event.get_id()}
+                stored = (
+                    None
+                    if self.filter(**key).exists()
+                    else self._record_portably(event)
+                )
+            if stored is not None:
+                TargetRun.objects.bulk_create(
+                    [
+                        TargetRun(event_id=stored, target=name, next_attempt_at=now)
+                        for name in target_names
+                    ]
+                )
+                return stored
+            key = {"source": event.get_source(), "event_id": event.get_id()}
+            self.filter(**key).update(deliveries=F("deliveries") + 1)
+            revived = TargetRun.objects.filter(
+                event__source=key["source"],
+                event__event_id=key["event_id"],
+                next_attempt_at__isnull=True,
+            ).exclude(status=TargetRun.Status.DONE)
+            if revived.update(next_attempt_at=now):
+                return self.values_list("pk", flat=True).get(**key)
+        return None
+
     def _upsert(self, connection: BaseDatabaseWrapper, event: CloudEvent) -> int | None:
         """Store the event, or count one more delivery of it: its id, in 1-2 statements.
 
@@ -138,6 +191,9 @@ class ReceivedEventQuerySet(models.QuerySet["ReceivedEvent"]):
         return stored
 
 
+DUE = ("pending", "failed")  # with a next attempt time: the worker's to run
+
+
 class TargetRunQuerySet(models.QuerySet["TargetRun"]):
     def claim(self, stored: int, target: str) -> tuple[bool, str]:
         """Inside a transaction: lock this target's run; (owes work?, stored reply).
@@ -167,6 +223,14 @@ class TargetRunQuerySet(models.QuerySet["TargetRun"]):
 
     def done(self, stored: int, target: str, reply: str = "") -> None:
         """Record a target's run as done, with the reply it returned (if kept)."""
+        connection = connections[self.db]
+        if upserts(connection):  # prebuilt SQL: no ORM compilation per run
+            now = connection.ops.adapt_datetimefield_value(timezone.now())
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    statements(connection, 0).done, [reply, now, stored, target]
+                )
+            return
         self.filter(event_id=stored, target=target).update(
             status=TargetRun.Status.DONE,
             attempts=F("attempts") + 1,
@@ -182,6 +246,74 @@ class TargetRunQuerySet(models.QuerySet["TargetRun"]):
             status=TargetRun.Status.FAILED,
             attempts=F("attempts") + 1,
             error=redact(f"{type(error).__name__}: {error}")[:2000],
+            updated_at=timezone.now(),
+        )
+
+    def due(
+        self, now: datetime, events: Sequence[int] | None = None
+    ) -> TargetRun | None:
+        """Inside a transaction: claim the next deferred run that is due, or None.
+
+        PostgreSQL locks the row (SKIP LOCKED: two workers never take one run),
+        and the lock lasts as long as the target's transaction: a worker killed
+        mid-target leaves its run due again. SQLite has one writer at a time:
+        the guarded UPDATE takes its lock and re-checks the run.
+        """
+        connection = connections[self.db]
+        if connection.vendor == "postgresql":  # one statement, no ORM on the way
+            return self._due_postgresql(connection, now, events)
+        due = self.filter(status__in=DUE, next_attempt_at__lte=now)
+        if events is not None:
+            due = due.filter(event_id__in=events)
+        while True:
+            run = due.select_related("event").order_by("next_attempt_at", "id").first()
+            if run is None or due.filter(pk=run.pk).update(updated_at=now):
+                return run
+
+    def _due_postgresql(
+        self, connection: BaseDatabaseWrapper, now: datetime, events: Any
+    ) -> TargetRun | None:
+        qn = connection.ops.quote_name
+        runs = qn(TargetRun._meta.db_table)
+        table = qn(ReceivedEvent._meta.db_table)
+        which = "" if events is None else " AND event_id = ANY(%s)"
+        sql = (
+            f"WITH due AS (SELECT id FROM {runs} WHERE status = ANY(%s) AND "
+            f"next_attempt_at <= %s{which} ORDER BY next_attempt_at, id LIMIT 1 "
+            f"FOR UPDATE SKIP LOCKED) SELECT r.id, r.event_id, r.target, "
+            f"r.attempts, e.event_id, e.type, e.event FROM due JOIN {runs} r "
+            f"ON r.id = due.id JOIN {table} e ON e.id = r.event_id"
+        )
+        params: list[Any] = [list(DUE), now]
+        if events is not None:
+            params.append(list(events))
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        run = TargetRun(id=row[0], event_id=row[1], target=row[2], attempts=row[3])
+        run.event = ReceivedEvent(id=row[1], event_id=row[4], type=row[5], event=row[6])
+        return run
+
+    def schedule(self, stored: int, targets: Sequence[str]) -> int:
+        """Make these runs due for the worker, unless it has them already."""
+        runs = self.filter(event_id=stored, target__in=targets)
+        return (
+            runs.filter(next_attempt_at__isnull=True)
+            .exclude(status=TargetRun.Status.DONE)
+            .update(next_attempt_at=timezone.now())
+        )
+
+    def retry(
+        self, run: TargetRun, error: BaseException, status: str, at: datetime | None
+    ) -> None:
+        """Record a deferred run's failure: due again ``at``, or parked/rejected."""
+        self.filter(pk=run.pk).exclude(status=TargetRun.Status.DONE).update(
+            status=status,
+            attempts=F("attempts") + 1,
+            error=redact(f"{type(error).__name__}: {error}")[:2000],
+            next_attempt_at=at,
             updated_at=timezone.now(),
         )
 
@@ -238,6 +370,10 @@ class TargetRun(models.Model):
         PENDING = "pending", "pending"
         DONE = "done", "done"
         FAILED = "failed", "failed"
+        # Deferred mode only (work.py): no more attempts, after MAX_ATTEMPTS
+        # failures, or at once for a ValidationError (a retry cannot help).
+        PARKED = "parked", "parked"
+        REJECTED = "rejected", "rejected"
 
     event = models.ForeignKey(
         ReceivedEvent, on_delete=models.CASCADE, related_name="targets"
@@ -252,6 +388,9 @@ class TargetRun(models.Model):
     # which skips the done target, answers with it again instead of losing it.
     reply = models.TextField(blank=True)
     updated_at = models.DateTimeField(default=timezone.now)
+    # Deferred mode (work.py): when the worker may run it (again). Null for the
+    # runs of inline mode, which the sender's redeliveries retry instead.
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
 
     objects = TargetRunQuerySet.as_manager()
 
@@ -259,6 +398,14 @@ class TargetRun(models.Model):
         verbose_name = "dispatch target run"
         constraints = [
             models.UniqueConstraint(fields=["event", "target"], name="dce_target_once")
+        ]
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"],
+                name="dce_target_due",
+                condition=Q(status__in=["pending", "failed"])
+                & Q(next_attempt_at__isnull=False),
+            )
         ]
 
     def __str__(self) -> str:

@@ -83,7 +83,10 @@ def deliver(event: CloudEvent, report: Report | None = None) -> Report:
     (one commit).
     """
     targets = targets_for(event)
-    names = [target.name for target in targets]
+    later = [target.name for target in targets if target.deferred]
+    if later:  # declared always deferred: stored as due runs for the worker
+        targets = [target for target in targets if not target.deferred]
+    names = [target.name for target in targets] + later
     report = Report() if report is None else report
     stored = _first_delivery(event, targets, names, report)
     if stored is not None:  # the first target ran (or failed) as the event was stored
@@ -104,6 +107,10 @@ def deliver(event: CloudEvent, report: Report | None = None) -> Report:
             _failed(report, target, event, stored, failure)
             continue
         _ran(report, target, reply, stored)
+    if later:
+        from .. import work  # work imports this module
+
+        work.schedule(stored, later)
     signals.event_received.send_robust(ReceivedEvent, event=event, report=report)
     return report
 

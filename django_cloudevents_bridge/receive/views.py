@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DatabaseError, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
@@ -14,7 +15,7 @@ from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
-from .. import conf
+from .. import conf, work
 from ..bindings import http
 from ..emit import emit
 from ..events import CloudEvent
@@ -72,6 +73,8 @@ class ReceiverView(View):
             return problem(
                 503, "authentication unavailable", Retry_After=str(err.retry_after)
             )
+        if work.deferred():
+            return self.defer(received)
         reports: list[dispatch.Report] = []
         try:
             for event in received:
@@ -85,6 +88,19 @@ class ReceiverView(View):
             with contextlib.suppress(DatabaseError):
                 self.send_owed(owed_replies(reports, received))
             return problem(503, "temporarily unavailable", Retry_After="1")
+
+    def defer(self, received: list[CloudEvent]) -> HttpResponse:
+        """Deferred mode: validate, store with due runs, 202; a worker runs them."""
+        try:
+            for event in received:
+                work.check(event)
+            work.store(received)
+        except DjangoValidationError as err:  # never stored for processing
+            return problem(400, f"invalid event data: {'; '.join(err.messages)}")
+        except DatabaseError as err:
+            logger.warning("Receiver database error, asking for a retry: %s", err)
+            return problem(503, "temporarily unavailable", Retry_After="1")
+        return HttpResponse(status=202)
 
     def http_method_not_allowed(
         self, request: HttpRequest, *args: Any, **kwargs: Any

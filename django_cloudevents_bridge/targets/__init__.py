@@ -26,6 +26,7 @@ class Target:
 
     name: str
     function: Handler
+    deferred: bool = False  # always run on the worker, also in inline mode
 
     def run(self, event: CloudEvent) -> CloudEvent | None:
         result = self.function(event)

@@ -34,23 +34,27 @@ from . import Handler, Target, check_name, name_of, register_provider, targets_f
 logger = logging.getLogger("django_cloudevents_bridge")
 
 _groups: list[tuple[re.Pattern[str], Handler]] = []
+_deferred: set[Handler] = set()  # handlers that always run on the worker
 
 
-@overload
-def register_group_handler(handler: Handler, group: str) -> Handler: ...
 @overload
 def register_group_handler(
-    handler: None = None, *, group: str
+    handler: Handler, group: str, *, deferred: bool = False
+) -> Handler: ...
+@overload
+def register_group_handler(
+    handler: None = None, *, group: str, deferred: bool = False
 ) -> Callable[[Handler], Handler]: ...
 def register_group_handler(
-    handler: Handler | None = None, group: str = ""
+    handler: Handler | None = None, group: str = "", *, deferred: bool = False
 ) -> Handler | Callable[[Handler], Handler]:
     """Run ``handler(event)`` for received events whose ``type`` matches ``group``.
 
     ``group`` is a regular expression searched in the type (django-spark's
     semantics): ``r"^django\\.orm\\."`` takes every model event. Works as a plain
     call or, without ``handler``, as a decorator. Registering the same handler for
-    the same group twice is a no-op.
+    the same group twice is a no-op. ``deferred=True``: it always runs on the
+    worker (work.py), also in inline mode (e.g. a slow mailer).
     """
     if not group:
         raise ValueError("register_group_handler needs a group pattern")
@@ -60,6 +64,8 @@ def register_group_handler(
         check_name(function, [h for _, h in _groups])
         if not any(p.pattern == group and h is function for p, h in _groups):
             _groups.append((pattern, function))
+        if deferred:
+            _deferred.add(function)
         return function
 
     return register(handler) if handler is not None else register
@@ -72,6 +78,8 @@ def unregister_group_handler(handler: Handler, group: str | None = None) -> None
         for p, h in _groups
         if not (h is handler and (group is None or p.pattern == group))
     ]
+    if not any(h is handler for _, h in _groups):
+        _deferred.discard(handler)
 
 
 @register_provider
@@ -80,7 +88,7 @@ def group_targets(event: CloudEvent) -> Iterable[Target]:
     event_type = event.get_type()
     for pattern, function in list(_groups):
         if pattern.search(event_type):
-            yield Target(f"group:{name_of(function)}", function)
+            yield Target(f"group:{name_of(function)}", function, function in _deferred)
 
 
 # Model event sources

@@ -276,6 +276,18 @@ def _run_function(
     return function(cloudevent)
 
 
+def check(cloudevent: CloudEvent) -> None:
+    """Raise ValidationError if a named event with handlers fails ``clean()``.
+
+    Deferred mode's check in the receiver: bad data answers 400 and is never
+    stored for processing (inline mode gets the same 400 from the targets).
+    """
+    _resolve()
+    event_class = _events.get(cloudevent.get_type())
+    if event_class is not None and next(iter(named_targets(cloudevent)), None):
+        _received(event_class, cloudevent)
+
+
 @register_provider
 def named_targets(cloudevent: CloudEvent) -> Iterator[Target]:
     """A named event's handler methods, then the function handlers matching it."""

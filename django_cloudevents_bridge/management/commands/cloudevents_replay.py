@@ -21,7 +21,12 @@ from ...models import ReceivedEvent, TargetRun
 from ...receive import dispatch
 from ...targets import targets_for
 
-NOT_DONE = (TargetRun.Status.FAILED, TargetRun.Status.PENDING)
+NOT_DONE = (
+    TargetRun.Status.FAILED,
+    TargetRun.Status.PENDING,
+    TargetRun.Status.PARKED,  # deferred mode's, after their attempts
+    TargetRun.Status.REJECTED,
+)
 
 
 def when(text: str) -> datetime:

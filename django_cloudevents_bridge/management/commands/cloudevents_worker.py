@@ -1,0 +1,69 @@
+"""``manage.py cloudevents_worker``: run deferred target runs that are due.
+
+Needs no task backend: with none it is the whole engine of deferred mode; with
+one it is the sweeper for lost enqueues, retries and crashed task workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections import Counter
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
+
+from ... import conf, work
+
+logger = logging.getLogger("django_cloudevents_bridge")
+
+
+class Command(BaseCommand):
+    help = (
+        "Run the received events' deferred target runs that are due. With --once, "
+        "drain and exit; otherwise run until SIGTERM/SIGINT, finishing the run "
+        "in hand."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--once", action="store_true", help="drain and exit")
+        parser.add_argument(
+            "--interval", type=float, help="idle poll interval, seconds"
+        )
+        parser.add_argument("--database", default=DEFAULT_DB_ALIAS)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        using = options["database"]
+        interval = options["interval"] or conf.receiver()["POLL_INTERVAL"]
+        stop = threading.Event()
+        total: Counter[str] = Counter()
+        try:
+            if options["once"]:
+                total = work.process(using=using)
+            else:
+                self.trap(stop)
+                while not stop.is_set():
+                    try:
+                        total += work.process(stop=stop, using=using)
+                    except DatabaseError as err:  # a restart or failover
+                        logger.warning("Worker database error, retrying: %s", err)
+                        connections[using].close()
+                    stop.wait(interval)
+        finally:
+            connections[using].close()
+        self.stdout.write(
+            ", ".join(
+                f"{outcome} {total[outcome]}"
+                for outcome in ("done", "failed", "parked", "rejected")
+            )
+        )
+
+    def trap(self, stop: threading.Event) -> None:
+        def on_signal(signum: int, frame: Any) -> None:
+            self.stderr.write(f"{signal.Signals(signum).name}: finishing the run")
+            stop.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)

@@ -1,0 +1,233 @@
+"""Deferred processing: received events stored now, their targets run on a worker.
+
+In deferred mode (``CLOUDEVENTS_RECEIVER["MODE"] = "deferred"``) the receiver
+validates an event, stores it with one due ``TargetRun`` per target in one
+transaction and answers 202. The runs are the truth: after the commit a task
+carrying only the stored events' ids goes to ``django.tasks`` (if a backend is
+configured), and ``manage.py cloudevents_worker`` runs whatever is due with or
+without one. A lost task leaves its runs due for the worker; a task run twice
+finds them done. Each target runs in one transaction with its claim and its
+done-record, as in inline mode (receive/dispatch.py), so it runs exactly once;
+a failure is retried alone after a backoff, and parked after ``MAX_ATTEMPTS``
+(at once, as rejected, for a ``ValidationError``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from types import ModuleType
+from typing import Any
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import DEFAULT_DB_ALIAS, transaction
+from django.utils import timezone
+
+from . import conf
+from .bindings import jsonformat
+from .emit import emit
+from .events import CloudEvent
+from .models import ReceivedEvent, TargetRun
+from .receive.dispatch import TargetFailed, _run
+from .targets import Target, named, targets_for
+
+logger = logging.getLogger("django_cloudevents_bridge")
+
+
+def tasks_api() -> ModuleType | None:
+    """``django.tasks`` (Django 6), else the ``django-tasks`` backport, else None."""
+    try:
+        import django.tasks as api
+    except ImportError:
+        try:
+            import django_tasks as api  # type: ignore[no-redef,unused-ignore]
+        except ImportError:
+            return None
+    return api
+
+
+def deferred() -> bool:
+    """True if the receiver stores events and leaves their targets to a worker."""
+    return bool(conf.receiver()["MODE"] == "deferred")
+
+
+def task_backend() -> str | None:
+    """The ``django.tasks`` backend alias to enqueue on; None: the worker polls."""
+    alias = conf.receiver()["TASK_BACKEND"]
+    if alias is None:
+        alias = "default" if conf.tasks_configured() else None
+    return alias or None
+
+
+def check(event: CloudEvent) -> None:
+    """Raise ValidationError if the event's data is invalid (named events)."""
+    named.check(event)
+
+
+def store(events: Sequence[CloudEvent]) -> list[int]:
+    """Store events and their due runs in one transaction; enqueue after commit.
+
+    Returns the ids of the stored events that owe work (not duplicates).
+    """
+    # One event: no transaction of ours (its store is atomic on its own, and
+    # BEGIN and COMMIT would double its round trips); a batch: all or nothing.
+    with transaction.atomic() if len(events) > 1 else contextlib.nullcontext():
+        owing = []
+        for event in events:
+            names = [target.name for target in targets_for(event)]
+            stored = ReceivedEvent.objects.store_deferred(event, names)
+            if stored is not None and names:
+                owing.append(stored)
+        if owing:
+            transaction.on_commit(lambda: enqueue(owing))
+    return owing
+
+
+def schedule(stored: int, targets: Sequence[str]) -> None:
+    """Inline mode: make an event's always-deferred runs due, and enqueue them.
+
+    Only runs not yet given to the worker: a redelivery enqueues nothing new.
+    """
+    if TargetRun.objects.schedule(stored, targets):
+        transaction.on_commit(lambda: enqueue([stored]))
+
+
+def enqueue(events: list[int], at: datetime | None = None) -> bool:
+    """Hand the events' due runs to ``django.tasks``; False if not enqueued.
+
+    Never raises: a lost enqueue only delays the work until the worker's sweep.
+    """
+    alias = task_backend()
+    if alias is None:
+        return False
+    try:
+        from .tasks import process_events
+
+        task = process_events.using(backend=alias)
+        if at is not None:
+            if not task.get_backend().supports_defer:
+                return False  # the worker's sweep retries it when due
+            task = task.using(run_after=at)
+        task.enqueue(events)
+    except Exception as err:
+        logger.warning(
+            "Could not enqueue deferred CloudEvents %s (cloudevents_worker will "
+            "run them): %s",
+            events,
+            err,
+        )
+        return False
+    return True
+
+
+def backoff(attempts: int) -> timedelta:
+    """The delay before attempt ``attempts + 1``: doubled each time, capped."""
+    options = conf.receiver()
+    delay = options["BACKOFF"] * 2 ** min(max(attempts - 1, 0), 32)
+    return timedelta(seconds=min(delay, options["BACKOFF_MAX"]))
+
+
+def process(
+    events: Sequence[int] | None = None,
+    *,
+    stop: threading.Event | None = None,
+    using: str = DEFAULT_DB_ALIAS,
+) -> Counter[str]:
+    """Run due target runs (of ``events``, or all) until none is due, or ``stop``.
+
+    Counts the outcomes: "done", "failed" (due again later), "parked",
+    "rejected".
+    """
+    outcomes: Counter[str] = Counter()
+    while stop is None or not stop.is_set():
+        outcome = run_one(events, using=using)
+        if outcome is None:
+            break
+        outcomes[outcome] += 1
+    return outcomes
+
+
+def run_one(
+    events: Sequence[int] | None = None, using: str = DEFAULT_DB_ALIAS
+) -> str | None:
+    """Claim one due run and run its target; its outcome, or None if none is due."""
+    now = timezone.now()
+    run = None
+    try:
+        with transaction.atomic(using=using):
+            run = TargetRun.objects.using(using).due(now, events)
+            if run is None:
+                return None
+            event, target = _target_of(run)
+            reply, kept = _run(target, event)
+            if reply is not None:
+                kept = _send(reply, event, kept)
+            TargetRun.objects.using(using).done(run.event_id, run.target, kept)
+    except TargetFailed as failure:  # rolled back: nothing of the target's work
+        assert run is not None
+        return _failed(run, failure.error, using)
+    return "done"
+
+
+def _target_of(run: TargetRun) -> tuple[CloudEvent, Target]:
+    """The run's stored event and its target; TargetFailed if either is gone."""
+    try:
+        event = jsonformat.from_json(run.event.event)
+    except Exception as err:  # an edited row: a failure to record, not a crash
+        raise TargetFailed(err) from err
+    for target in targets_for(event):
+        if target.name == run.target:
+            return event, target
+    # Not registered (any more, or not yet in this process): retried, then parked.
+    raise TargetFailed(LookupError(f"no target {run.target} is registered"))
+
+
+def _send(reply: CloudEvent, event: CloudEvent, kept: str) -> str:
+    """A reply goes out through the emit path (in this transaction, with the
+    outbox); with no sink it stays on the run, with a warning. What to keep."""
+    if (reply.get_source(), reply.get_id()) == (event.get_source(), event.get_id()):
+        return ""  # the received event handed back: a loop through the broker
+    if conf.sink() is None and conf.handler() == "http":
+        logger.warning(
+            "Reply %s to CloudEvent %s kept on its target run: no sink (%s) to "
+            "send it to in deferred mode",
+            reply.get_id(),
+            event.get_id(),
+            conf.env()["SINK_VAR"],
+        )
+        return kept
+    emit([reply])
+    return ""
+
+
+def _failed(run: TargetRun, error: BaseException, using: str) -> str:
+    """Record a failure: retried after a backoff, or parked, or rejected."""
+    attempts = run.attempts + 1
+    if isinstance(error, DjangoValidationError):
+        status, at = TargetRun.Status.REJECTED, None
+    elif attempts >= conf.receiver()["MAX_ATTEMPTS"]:
+        status, at = TargetRun.Status.PARKED, None
+    else:
+        status, at = TargetRun.Status.FAILED, timezone.now() + backoff(attempts)
+    logger.error(
+        "Target %s failed on CloudEvent %s (%s), attempt %d: %s",
+        run.target,
+        run.event.event_id,
+        run.event.type,
+        attempts,
+        status,
+        exc_info=error,
+    )
+    TargetRun.objects.using(using).retry(run, error, status, at)
+    if at is not None:
+        enqueue([run.event_id], at)
+    return str(status)
+
+
+def run_task(events: list[Any]) -> int:
+    """The task's body: run the due runs of these stored events; how many ran."""
+    return sum(process([int(stored) for stored in events]).values())
