@@ -52,6 +52,7 @@ MAX_DOCUMENT = 1024 * 1024
 # service-account token by default (any other issuer would be handed a credential).
 API_SERVER_HOSTS = ("kubernetes", "kubernetes.default")
 API_SERVER_SUFFIX = "kubernetes.default.svc"
+API_SERVER_JWKS_PATH = "/openid/v1/jwks"  # the API server's own key endpoint
 ALGORITHMS = ("RS256", "ES256")  # asymmetric only: never "none", never HS*
 
 
@@ -331,14 +332,22 @@ def _fetch_token(url: str, options: dict[str, Any]) -> str | None:
 
     Judged by ``url`` itself, not by the issuer: a discovery document may name a
     ``jwks_uri`` anywhere. The pod's default token goes only to the API server
-    (``api_server(url)``); a configured OIDC_TOKEN_FILE only to the issuer's own
-    origin (scheme, host and port of OIDC_ISSUER). Never over plain http.
+    (``api_server(url)``), or to the API server's own JWKS endpoint
+    (``/openid/v1/jwks``) when the API server is the issuer: its discovery
+    document names that endpoint at the node address it serves on, which no
+    host name check can recognise, and its keys need the token. A configured
+    OIDC_TOKEN_FILE goes only to the issuer's own origin (scheme, host and port
+    of OIDC_ISSUER). Never over plain http.
     """
     path = options["OIDC_TOKEN_FILE"]
     if not path or urlsplit(url).scheme != "https":
         return None  # never in clear text
     if path == conf.RECEIVER_DEFAULTS["OIDC_TOKEN_FILE"]:
-        if not (api_server(url) and os.path.exists(path)):
+        own_keys = (
+            api_server(options["OIDC_ISSUER"])
+            and urlsplit(url).path == API_SERVER_JWKS_PATH
+        )
+        if not ((api_server(url) or own_keys) and os.path.exists(path)):
             return None
     elif _origin(url) != _origin(options["OIDC_ISSUER"]):
         return None

@@ -808,6 +808,31 @@ def tls_other(ca, keys) -> Iterator[Issuer]:
     server.stop()
 
 
+def test_the_api_servers_own_jwks_endpoint_gets_the_default_token(
+    settings, monkeypatch, tls_issuer, tls_other, keys, ca_file, token_file
+):
+    # A real API server names its keys at its node address, which no host name
+    # check recognises; the path is its own, and its keys need the token.
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    port = tls_other.server.server_address[1]
+    jwks = f"https://localhost:{port}/openid/v1/jwks"
+    tls_issuer.documents["/.well-known/openid-configuration"] = json.dumps(
+        {"issuer": tls_issuer.url, "jwks_uri": jwks}
+    ).encode()
+    tls_other.documents["/openid/v1/jwks"] = json.dumps(
+        {"keys": [keys.rsa.jwk()]}
+    ).encode()
+    settings.CLOUDEVENTS_RECEIVER = {
+        "OIDC_ISSUER": tls_issuer.url,
+        "OIDC_AUDIENCE": AUDIENCE,
+    }
+    monkeypatch.setitem(conf.RECEIVER_DEFAULTS, "OIDC_TOKEN_FILE", token_file)
+    monkeypatch.setitem(conf.RECEIVER_DEFAULTS, "OIDC_CA_FILE", ca_file)
+    assert post(mint(keys.rsa, tls_issuer.url)).status_code == 202
+    assert tls_other.hits == {"/openid/v1/jwks": 1}
+    assert tls_other.authorization == ["Bearer pod-service-account-token"]
+
+
 @pytest.mark.parametrize("token", ["default", "configured"])
 def test_no_token_goes_to_a_jwks_uri_elsewhere(
     settings, monkeypatch, tls_issuer, tls_other, keys, ca_file, token_file, token
