@@ -5,11 +5,14 @@ from __future__ import annotations
 import datetime
 import re
 
+import django
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Value
+from django.db.models.expressions import CombinedExpression
 from django.db.models.functions import Lower
 from django.db.models.signals import post_save
+from django.test.utils import CaptureQueriesContext
 
 from django_cloudevents_bridge import send_cloudevent
 from django_cloudevents_bridge.emit import serialize
@@ -275,15 +278,17 @@ def test_reverse_m2m_sends_only_the_other_sides_pk(sent_events):
 # -- expressions: the stored value, never a repr ---------------------------------
 
 
-def test_an_f_expression_is_sent_as_the_value_it_stored(
-    sent_events, django_assert_num_queries
-):
+def test_an_f_expression_is_sent_as_the_value_it_stored(sent_events):
     question = make_question()
     choice = Choice.objects.create(question=question, choice_text="Yes", votes=4)
     sent_events.clear()
     choice.votes = F("votes") + 1
-    with django_assert_num_queries(2):  # the UPDATE, then one read of votes
+    with CaptureQueriesContext(connection) as queries:
         choice.save()
+    # Django 6 reads the stored value back itself (UPDATE ... RETURNING); before
+    # it, the instance keeps the expression and the bridge reads the value once.
+    refreshed_by_django = not isinstance(choice.votes, CombinedExpression)
+    assert len(queries) == (1 if refreshed_by_django else 2)
 
     [event] = sent_events
     assert event.get_data()["data"] == {
@@ -293,7 +298,7 @@ def test_an_f_expression_is_sent_as_the_value_it_stored(
         "votes": 5,
     }
     assert "F(" not in str(event.get_data())
-    assert isinstance(choice.votes, type(F("votes") + 1))  # the instance is untouched
+    assert refreshed_by_django or django.VERSION < (6,)
 
 
 def test_a_save_without_expressions_costs_no_query(
