@@ -265,8 +265,12 @@ def run(
             env=env,
             check=True,
         )
-        print(f"demo: serving {base}/admin/ (admin/admin); Ctrl-C stops")
+        # A signal from here on is the way to stop --serve: caught before the line
+        # that says so is printed, so it never lands between the two.
         with contextlib.suppress(KeyboardInterrupt, Stopped):
+            print(
+                f"demo: serving {base}/admin/ (admin/admin); Ctrl-C stops", flush=True
+            )
             server.wait()
     return 0 if ok else 1
 
