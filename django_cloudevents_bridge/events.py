@@ -71,10 +71,13 @@ def new(
     comes through here. An event built with the SDK's ``CloudEvent`` class
     itself is sent as built.
     """
-    from .emit.serialize import json_ready, without_sensitive  # the ORM: not at load
+    # Imported here: the bindings import this module, serialize the ORM.
+    from .bindings import is_json
+    from .emit.serialize import json_ready, without_sensitive
 
     data = without_sensitive(data, origin=type)
-    if isinstance(data, dict | list | tuple) and _json_media(datacontenttype):
+    json_data = datacontenttype is None or is_json(datacontenttype)
+    if isinstance(data, dict | list | tuple) and json_data:
         # Dates, decimals, UUIDs... as every event writes them; a value with no
         # JSON form raises here, in the caller, not at the commit.
         data = json_ready(data)
@@ -94,12 +97,6 @@ def new(
             raise ValueError(f"{name!r} is not a valid CloudEvents extension name")
         attributes[name] = value
     return CloudEvent(attributes, data)
-
-
-def _json_media(media_type: str | None) -> bool:
-    """True for no media type (JSON by the spec) and for ``*/json``, ``*/*+json``."""
-    media = (media_type or JSON).split(";")[0].strip().lower()
-    return media == JSON or media.endswith(("/json", "+json"))
 
 
 def with_overrides(event: CloudEvent) -> CloudEvent:
