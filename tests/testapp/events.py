@@ -14,9 +14,10 @@ class Signup(BaseEvent):
     """A user signed up; pages may log it through the HTTP log view."""
 
     http_log = True
+    data_keys = ("email",)  # for the catalogue (manage.py cloudevents_eventtypes)
 
     def clean(self) -> None:
-        self.require_data_keys(["email"])
+        self.require_data_keys(self.data_keys)
         if "@" not in str(self.data["email"]):
             raise ValidationError("email is not an address", code="invalid")
         self.data["email"] = self.data["email"].lower()
@@ -32,6 +33,12 @@ class Signup(BaseEvent):
 
 class Purchase(BaseEvent):
     """Not opted in to HTTP logging; clean() raises Django's own ValidationError."""
+
+    data_schema = {  # for the catalogue
+        "type": "object",
+        "required": ["sku", "quantity"],
+        "properties": {"sku": {"type": "string"}, "quantity": {"type": "integer"}},
+    }
 
     def clean(self) -> None:
         self.require_data_keys(["sku", "quantity"])
