@@ -326,7 +326,7 @@ def receiver_routed(patterns: Sequence[Any] | None = None) -> bool:
 
 def auth_problems(options: dict[str, Any]) -> list[str]:
     """What is wrong with the auth keys of ``CLOUDEVENTS_RECEIVER``."""
-    from .receive import auth
+    from .receive import auth, policies
 
     found = [
         f"unknown key {key!r}"
@@ -342,6 +342,15 @@ def auth_problems(options: dict[str, Any]) -> list[str]:
         )
     ):
         found.append("SECRET must be a non-empty string or a list of them")
+    found += policies.problems(options["POLICIES"])
+    found += [
+        f"{key} must be an attribute name (lowercase letters and digits) or None"
+        for key in ("CORRELATION_ATTRIBUTE", "REPLY_ATTRIBUTE")
+        if options[key] is not None
+        and not (
+            isinstance(options[key], str) and events.EXTENSION_NAME.match(options[key])
+        )
+    ]
     issuer = options["OIDC_ISSUER"]
     if issuer is None:
         found += [

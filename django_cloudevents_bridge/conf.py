@@ -193,6 +193,11 @@ RECEIVER_DEFAULTS: dict[str, Any] = {
     "OIDC_ISSUER": None,  # e.g. "https://kubernetes.default.svc": turns OIDC on
     "OIDC_AUDIENCE": None,  # required with OIDC_ISSUER: the Trigger's audience
     "OIDC_SUBJECTS": None,  # allowed "sub" values, "...:" a prefix; None: any
+    # Sender policies (receive/policies.py): who may deliver which events.
+    "POLICIES": None,  # a list of {"subjects": [...], "filters": ...}; None: all
+    # Knative RequestReply: a reply carries the request's correlation id as this.
+    "CORRELATION_ATTRIBUTE": "correlationid",  # None: replies are left alone
+    "REPLY_ATTRIBUTE": "replyid",
     # For the discovery/JWKS fetch, if present: a CA trusted besides the system
     # roots, and a bearer token (over https, only to the issuer's own origin; the
     # default one only to a URL that is itself the API server).

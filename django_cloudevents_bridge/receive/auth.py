@@ -23,6 +23,7 @@ from django.utils.crypto import constant_time_compare
 from .. import conf
 from ..exceptions import ImproperlyInstalled, NotAuthenticated
 from .oidc import ALGORITHMS, signing_keys
+from .policies import subject_matches
 
 try:
     import jwt
@@ -38,8 +39,9 @@ INVALID = 'Bearer error="invalid_token"'
 OPEN_CHECK = "cloudevents_bridge.W003"  # an open receiver
 
 
-def authenticate(request: HttpRequest) -> None:
-    """Return if the request may deliver events; raise (401/403) if not."""
+def authenticate(request: HttpRequest) -> str | None:
+    """The sender's OIDC subject (None: a secret, or an open receiver) if the
+    request may deliver events; raise (401/403) if not."""
     options = conf.receiver()
     secrets = secrets_of(options["SECRET"])
     if not secrets and not options["OIDC_ISSUER"]:
@@ -50,16 +52,17 @@ def authenticate(request: HttpRequest) -> None:
             # Set but empty (say os.environ.get("SECRET", "")): fail closed.
             raise NotAuthenticated("receiver authentication is misconfigured")
         _warn_open()
-        return  # an open receiver; check W003 says so too
+        return None  # an open receiver; check W003 says so too
     credential = bearer(request)
     if credential is None:
         raise NotAuthenticated("missing bearer token")
     if any(constant_time_compare(credential, secret) for secret in secrets):
-        return
+        return None
     if not options["OIDC_ISSUER"]:
         raise NotAuthenticated("invalid credentials", challenge=INVALID)
     claims = verify(credential, options)
     allow_subject(claims["sub"], options["OIDC_SUBJECTS"])
+    return str(claims["sub"])
 
 
 _warned_open = False
@@ -99,12 +102,12 @@ def secrets_of(value: str | Sequence[str] | None) -> tuple[str, ...]:
 
 
 def allow_subject(subject: str, allowed: Sequence[str] | None) -> None:
-    """Raise PermissionDenied unless ``sub`` is allowed (``"...:"`` is a prefix)."""
+    """Raise PermissionDenied unless ``sub`` is allowed (``"...:"`` and ``"...*"``
+    are prefixes)."""
     if allowed is None:
         return
-    for entry in allowed:
-        if subject == entry or (entry.endswith(":") and subject.startswith(entry)):
-            return
+    if any(subject_matches(subject, entry) for entry in allowed):
+        return
     raise PermissionDenied(f"subject {subject!r} is not allowed")
 
 

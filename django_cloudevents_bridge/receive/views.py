@@ -21,7 +21,7 @@ from ..emit import emit
 from ..events import CloudEvent
 from ..exceptions import AuthUnavailable, BadEvent, NotAuthenticated
 from ..models import TargetRun
-from . import auth, dispatch, store
+from . import auth, dispatch, policies, store
 
 logger = logging.getLogger("django_cloudevents_bridge")
 
@@ -59,8 +59,9 @@ class ReceiverView(View):
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         try:
-            self.authenticate(request)
+            sender = self.authenticate(request)
             received = self.receive(request)
+            policies.admit(sender, received)  # every event, before any is stored
             for event in received:  # every key checked before any is dispatched
                 store.check(event)
         except BadEvent as err:
@@ -134,9 +135,10 @@ class ReceiverView(View):
         self.send_owed(owed[1:])
         return self.respond([owed[0].event] if owed else [], received)
 
-    def authenticate(self, request: HttpRequest) -> None:
-        """Raise NotAuthenticated (401) or PermissionDenied (403), or return."""
-        auth.authenticate(request)
+    def authenticate(self, request: HttpRequest) -> str | None:
+        """The sender's OIDC subject, if any; NotAuthenticated (401) or
+        PermissionDenied (403) if it may not deliver events."""
+        return auth.authenticate(request)
 
     def respond(
         self, replies: list[CloudEvent], received: list[CloudEvent]

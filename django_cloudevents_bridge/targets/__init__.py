@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from .. import conf
 from ..events import CloudEvent
 
 Handler = Callable[[CloudEvent], Any]
@@ -30,7 +31,29 @@ class Target:
 
     def run(self, event: CloudEvent) -> CloudEvent | None:
         result = self.function(event)
-        return result if isinstance(result, CloudEvent) else None
+        return correlated(result, event) if isinstance(result, CloudEvent) else None
+
+
+def correlated(reply: CloudEvent, request: CloudEvent) -> CloudEvent:
+    """The reply, carrying the request's correlation id as its reply id.
+
+    Knative's RequestReply sets ``CORRELATION_ATTRIBUTE`` (``correlationid``)
+    on a request and routes back the event whose ``REPLY_ATTRIBUTE``
+    (``replyid``) holds the same value. A reply that sets it itself is kept.
+    """
+    options = conf.receiver()
+    correlation, reply_name = (
+        options["CORRELATION_ATTRIBUTE"],
+        options["REPLY_ATTRIBUTE"],
+    )
+    if not correlation or not reply_name:
+        return reply
+    value = request.get_attributes().get(correlation)
+    attributes = reply.get_attributes()
+    if value is None or attributes.get(reply_name) is not None:
+        return reply
+    attributes = {k: v for k, v in attributes.items() if k != correlation}
+    return CloudEvent({**attributes, reply_name: value}, reply.get_data())
 
 
 _providers: list[Provider] = []
