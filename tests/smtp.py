@@ -2,11 +2,13 @@
 
 It keeps every accepted message, counts connections (EHLO/HELO), and can refuse:
 ``refuse[address] = "550 ..."`` refuses a recipient; ``fail_data`` holds replies
-(``"451 ..."``) given to the next DATA commands instead of accepting them.
+(``"451 ..."``) given to the next DATA commands instead of accepting them;
+``hold_after(n)`` keeps the replies after the n-th waiting until ``release()``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import socket
@@ -35,6 +37,19 @@ class Mailbox:
         self.connections = 0
         self.refuse: dict[str, str] = {}
         self.fail_data: list[str] = []
+        self.limit: int | None = None  # hold_after()
+        self.held = 0
+
+    def hold_after(self, count: int) -> None:
+        """Answer ``count`` messages; keep the reply to each later one (kept as
+        accepted) waiting until ``release()``: a client stopped at a known point,
+        after the server took its message and before the client knows."""
+        with self.lock:
+            self.limit = count
+
+    def release(self) -> None:
+        with self.lock:
+            self.limit = None
 
     async def handle_EHLO(
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: Any
@@ -63,6 +78,14 @@ class Mailbox:
             )
             self.messages.append(message)  # type: ignore[arg-type]
             self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+            hold = self.limit is not None and len(self.messages) > self.limit
+            if hold:
+                self.held += 1
+        deadline = time.monotonic() + 60
+        while hold and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+            with self.lock:
+                hold = self.limit is not None
         return "250 Message accepted"
 
     def wait_for(self, check: Callable[[], bool], timeout: float = 30.0) -> None:
