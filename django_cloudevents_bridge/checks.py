@@ -438,10 +438,10 @@ def check_notifications(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     if not isinstance(channels, dict):
         errors.append(_notifications_error("CHANNELS must be a dict of dotted paths"))
         channels = {}
+    from .notifications.channels import get_channel
+
     for name, path in conf.channels().items():
         try:
-            from .notifications.channels import get_channel
-
             get_channel(name)
         except Exception as err:
             errors.append(

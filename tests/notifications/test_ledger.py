@@ -165,6 +165,17 @@ def test_sending_is_enqueued_after_commit(settings, django_capture_on_commit_cal
     assert callbacks == []
 
 
+def test_a_failed_enqueue_is_a_warning_and_the_worker_sends_later(
+    settings, django_capture_on_commit_callbacks, caplog
+):
+    settings.CLOUDEVENTS_RECEIVER = {"TASK_BACKEND": "nowhere"}
+    with django_capture_on_commit_callbacks(execute=True):
+        assert record(event(), "email", items("ann@example.com")) == 1
+    assert "Could not enqueue sending notifications" in caplog.text
+    assert mail.outbox == []
+    assert send_due() == Counter(sent=1)
+
+
 def test_failures_are_retried_with_backoff_then_parked(flaky):
     record(
         event(),
