@@ -88,5 +88,26 @@ def test_a_worker_killed_mid_batch_resends_at_most_the_message_in_flight(workers
     assert set(Delivery.objects.values_list("status", "attempts")) == {("sent", 1)}
 
 
+def test_a_task_enqueued_after_commit_sends_on_a_task_worker(workers, smtp, settings):
+    """django-tasks-db's own worker process runs the enqueued task."""
+    from django.db import transaction
+
+    processes, database = workers
+    settings.CLOUDEVENTS_RECEIVER = {"TASK_BACKEND": "db"}
+    with transaction.atomic():
+        record(event(), "email", items("ann@example.com", "bob@example.com"))
+    assert smtp.mailbox.messages == []  # enqueued, not sent
+    database.publish()
+
+    worker = processes.start(
+        "--batch", "--backend", "db", "--no-startup-delay", command="db_worker"
+    )
+    assert worker.wait(60) == 0, processes.report()
+    database.refresh()
+
+    assert received(smtp) == Counter(["ann@example.com", "bob@example.com"])
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"sent"}
+
+
 def worker_output(processes: Relays, number: int) -> str:
     return processes.started[number].stdout.read_text()
