@@ -154,3 +154,11 @@ def test_a_message_with_no_recipients_is_parked():
     record(event(), "email", [(person("a@x.org"), EmailMessage("s", "b", "f@x.org"))])
     assert send_due() == Counter(parked=1)
     assert "no recipients" in Delivery.objects.get().last_error
+
+
+def test_a_stored_message_that_no_longer_loads_is_parked_and_the_rest_sent(smtp):
+    record(event(), "email", items("a@example.com", "b@example.com"))
+    Delivery.objects.filter(recipient="email:a@example.com").update(message={})
+    assert send_due() == Counter(parked=1, sent=1)
+    assert "KeyError" in Delivery.objects.get(status="parked").last_error
+    assert smtp.mailbox.connections == 1

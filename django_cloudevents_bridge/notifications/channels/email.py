@@ -110,15 +110,11 @@ class Channel(BaseChannel):
         try:
             for delivery in deliveries:
                 try:
-                    message = self.load(delivery.message)
-                    message.extra_headers["List-Unsubscribe"] = (
-                        f"<{links[delivery.pk]}>"
-                    )
-                    message.extra_headers["List-Unsubscribe-Post"] = (
-                        "List-Unsubscribe=One-Click"
-                    )
-                    if not message.recipients():
-                        raise PermanentFailure("the message has no recipients")
+                    message = self.message(delivery, links[delivery.pk])
+                except Exception as err:  # an edited row: no retry mends it
+                    yield delivery, PermanentFailure(f"{type(err).__name__}: {err}")
+                    continue
+                try:
                     if not opened:
                         connection.open()
                         opened = True
@@ -136,6 +132,15 @@ class Channel(BaseChannel):
         finally:
             with contextlib.suppress(Exception):
                 connection.close()
+
+    def message(self, delivery: Delivery, link: str) -> EmailMessage:
+        """The delivery's message with its one-click unsubscribe headers."""
+        message = self.load(delivery.message)
+        message.extra_headers["List-Unsubscribe"] = f"<{link}>"
+        message.extra_headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        if not message.recipients():
+            raise ValueError("the message has no recipients")
+        return message
 
 
 def permanent(error: BaseException) -> BaseException:
