@@ -162,3 +162,14 @@ def test_a_stored_message_that_no_longer_loads_is_parked_and_the_rest_sent(smtp)
     assert send_due() == Counter(parked=1, sent=1)
     assert "KeyError" in Delivery.objects.get(status="parked").last_error
     assert smtp.mailbox.connections == 1
+
+
+@pytest.mark.parametrize("people", [1, 10])
+def test_sending_a_batch_costs_a_fixed_number_of_queries_plus_one_per_message(
+    django_assert_num_queries, people
+):
+    record(event(), "email", items(*(f"p{n}@example.com" for n in range(people))))
+    # Due channels, the claim, the claimed rows, their links' digests; an
+    # outcome per message (each recorded before the next is sent); due channels.
+    with django_assert_num_queries(5 + people):
+        assert send_due() == Counter(sent=people)
