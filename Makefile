@@ -54,6 +54,7 @@ bench: install  ## measured ratios, side by side in one run (see README, Perform
 	$(BIN)/python -m bench $(ARGS)
 	$(BIN)/python -m bench.receive
 	$(BIN)/python -m bench.filters
+	$(BIN)/python -m bench.notify
 
 build: install  ## sdist and wheel into dist/
 	$(BIN)/python -m pip wheel --no-deps -w dist .

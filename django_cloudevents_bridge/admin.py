@@ -10,7 +10,8 @@ from django.utils import timezone
 from django.utils.timesince import timesince
 
 from .emit.outbox import health, retry, waiting
-from .models import OutboxEvent, ReceivedEvent, RelayHeartbeat, TargetRun
+from .models import Delivery, OutboxEvent, ReceivedEvent, RelayHeartbeat, TargetRun
+from .models.notifications import DeliveryQuerySet
 
 
 @admin.register(OutboxEvent)
@@ -148,3 +149,48 @@ class TargetRunAdmin(admin.ModelAdmin):
     def age(self, run: TargetRun) -> str:
         """How long since the event was received."""
         return timesince(run.event.received_at)
+
+
+@admin.register(Delivery)
+class DeliveryAdmin(admin.ModelAdmin):
+    """The notification ledger: who was notified of what, how, and why."""
+
+    list_display = (
+        "recipient",
+        "channel",
+        "event_type",
+        "event_id",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "sent_at",
+        "unsubscribed_at",
+    )
+    list_filter = ("status", "channel", "event_type")
+    search_fields = ("recipient", "event_id", "source", "event_type")
+    date_hierarchy = "created_at"
+    actions = ("retry_deliveries", "revoke_links")
+    # The token's digest is not shown: it is of no use to a person.
+    exclude = ("unsubscribe_digest",)
+    readonly_fields = [
+        field.name
+        for field in Delivery._meta.fields
+        if field.name != "unsubscribe_digest"
+    ]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # rows come from watches and subscriptions
+
+    @admin.action(description="Retry selected failed or parked deliveries")
+    def retry_deliveries(
+        self, request: HttpRequest, queryset: DeliveryQuerySet
+    ) -> None:
+        count = queryset.retry()
+        self.message_user(
+            request, f"{count} deliveries will be retried.", messages.SUCCESS
+        )
+
+    @admin.action(description="Revoke the unsubscribe links of selected deliveries")
+    def revoke_links(self, request: HttpRequest, queryset: DeliveryQuerySet) -> None:
+        count = queryset.revoke_links()
+        self.message_user(request, f"{count} links revoked.", messages.SUCCESS)

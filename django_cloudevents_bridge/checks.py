@@ -397,3 +397,86 @@ def insecure(url: str) -> bool:
         return not ipaddress.ip_address(host).is_loopback
     except ValueError:
         return True
+
+
+@register(Tags.compatibility)
+def check_notifications(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """``CLOUDEVENTS_NOTIFICATIONS``: a usable BASE_URL, channels that import."""
+    configured = conf.notifications_setting()
+    if configured is None:
+        return []
+    if not isinstance(configured, dict):
+        return [_notifications_error("must be a dict")]
+    options = conf.notifications()
+    errors: list[Any] = []
+    base = options["BASE_URL"]
+    parts = urlsplit(base) if isinstance(base, str) else None
+    if base is None:
+        errors.append(
+            Warning(
+                'CLOUDEVENTS_NOTIFICATIONS["BASE_URL"] is not set: notification '
+                "e-mails cannot get their unsubscribe links, and are not sent.",
+                hint='The site\'s absolute URL, e.g. "https://example.com".',
+                id=f"{ID}.W007",
+                obj="CLOUDEVENTS_NOTIFICATIONS",
+            )
+        )
+    elif (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.query
+        or parts.fragment
+    ):
+        errors.append(
+            _notifications_error(
+                f"BASE_URL {base!r} must be an absolute http(s) URL with no query "
+                'or fragment, e.g. "https://example.com"'
+            )
+        )
+    elif insecure(base):
+        errors.append(
+            Warning(
+                f'CLOUDEVENTS_NOTIFICATIONS["BASE_URL"] {base!r} is not https: '
+                "RFC 8058 one-click unsubscribe links must be.",
+                id=f"{ID}.W008",
+                obj="CLOUDEVENTS_NOTIFICATIONS",
+            )
+        )
+    channels = options["CHANNELS"]
+    if not isinstance(channels, dict):
+        errors.append(_notifications_error("CHANNELS must be a dict of dotted paths"))
+        channels = {}
+    from .notifications.channels import get_channel
+
+    for name, path in conf.channels().items():
+        try:
+            get_channel(name)
+        except Exception as err:
+            errors.append(
+                Error(
+                    f"Notification channel {name!r} ({path!r}) cannot be used: {err}",
+                    hint="A dotted path to a BaseChannel subclass.",
+                    id=f"{ID}.E011",
+                    obj="CLOUDEVENTS_NOTIFICATIONS",
+                )
+            )
+    for key in ("MAX_ATTEMPTS", "BATCH", "BACKOFF", "BACKOFF_MAX", "LEASE"):
+        value = options[key]
+        whole = key in ("MAX_ATTEMPTS", "BATCH")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int if whole else int | float)
+            or value < (1 if whole else 0)
+        ):
+            kind = "a whole number, 1 or more" if whole else "a number, 0 or more"
+            errors.append(_notifications_error(f"{key} must be {kind}"))
+    return errors
+
+
+def _notifications_error(message: str) -> Error:
+    return Error(
+        f"CLOUDEVENTS_NOTIFICATIONS: {message}.",
+        id=f"{ID}.E010",
+        obj="CLOUDEVENTS_NOTIFICATIONS",
+    )

@@ -237,3 +237,38 @@ def tasks_configured() -> bool:
 def silenced_checks() -> list[str]:
     """Django's ``SILENCED_SYSTEM_CHECKS`` (what the bridge's own logs respect too)."""
     return list(_setting("SILENCED_SYSTEM_CHECKS", None) or [])
+
+
+# Notifications (notifications/): one key per line, so that other features'
+# keys merge simply.
+NOTIFICATIONS_DEFAULTS: dict[str, Any] = {
+    # The site's absolute base URL, e.g. "https://example.com": links in
+    # messages (unsubscribe) are built on it, since the worker has no request.
+    "BASE_URL": None,
+    "CHANNELS": {},  # name -> dotted path of a channel class; "email" is built in
+    "MAX_ATTEMPTS": 8,  # a delivery failing this often is parked
+    "BACKOFF": 60.0,  # first retry delay in seconds, doubled each attempt
+    "BACKOFF_MAX": 6 * 3600.0,  # longest delay between attempts
+    "BATCH": 100,  # deliveries per batch (the e-mail channel: one connection each)
+    "LEASE": 600.0,  # seconds a claimed batch is held before another worker may
+}
+BUILTIN_CHANNELS = {
+    "email": "django_cloudevents_bridge.notifications.channels.email.Channel"
+}
+
+
+def notifications_setting() -> object:
+    """``CLOUDEVENTS_NOTIFICATIONS`` exactly as configured (None if unset)."""
+    return _setting("CLOUDEVENTS_NOTIFICATIONS", None)
+
+
+def notifications() -> dict[str, Any]:
+    """``CLOUDEVENTS_NOTIFICATIONS``: see NOTIFICATIONS_DEFAULTS."""
+    configured = _setting("CLOUDEVENTS_NOTIFICATIONS", None) or {}
+    return {**NOTIFICATIONS_DEFAULTS, **configured}
+
+
+def channels() -> dict[str, str]:
+    """Channel names to dotted paths: the built-in ones and ``CHANNELS``."""
+    configured = notifications()["CHANNELS"]
+    return {**BUILTIN_CHANNELS, **(configured if isinstance(configured, dict) else {})}

@@ -25,3 +25,11 @@ if _api is None:  # pragma: no cover - the test extra installs the backport
 def process_events(events: list[int]) -> int:
     """Run the due target runs of these stored events (ids only, JSON)."""
     return run_task(events)
+
+
+@_api.task
+def send_notifications() -> int:
+    """Send the notification deliveries that are due (see notifications/)."""
+    from .notifications import send_due
+
+    return sum(send_due().values())

@@ -2,6 +2,7 @@
 
 from django.urls import path, re_path
 
+from .notifications.views import UnsubscribeView
 from .receive.pubsub_push import PubSubPushView
 from .receive.views import ReceiverView
 from .targets.named import LogView
@@ -13,4 +14,5 @@ urlpatterns = [
     path("pubsub/", PubSubPushView.as_view(), name="pubsub"),
     # <prefix>/log as documented, and log/ like the other two.
     re_path(r"^log/?\Z", LogView.as_view(), name="log"),
+    path("unsubscribe/<str:token>/", UnsubscribeView.as_view(), name="unsubscribe"),
 ]

@@ -124,9 +124,10 @@ def enqueue(events: list[int], at: datetime | None = None) -> bool:
     return True
 
 
-def backoff(attempts: int) -> timedelta:
-    """The delay before attempt ``attempts + 1``: doubled each time, capped."""
-    options = conf.receiver()
+def backoff(attempts: int, options: dict[str, Any] | None = None) -> timedelta:
+    """The delay before attempt ``attempts + 1``: doubled each time, capped
+    (``BACKOFF`` and ``BACKOFF_MAX`` of ``options``, or of the receiver)."""
+    options = options or conf.receiver()
     delay = options["BACKOFF"] * 2 ** min(max(attempts - 1, 0), 32)
     return timedelta(seconds=min(delay, options["BACKOFF_MAX"]))
 

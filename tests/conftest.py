@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -71,6 +72,20 @@ def http_sink(sink: Sink, settings, monkeypatch) -> Sink:
         "oidc_token_path": None,
     }
     return sink
+
+
+@pytest.fixture
+def smtp(settings) -> Iterator[Any]:
+    """A real SMTP server on a loopback port, and Django's SMTP backend set to it."""
+    from tests.smtp import SMTPServer
+
+    server = SMTPServer().start()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST = "127.0.0.1"
+    settings.EMAIL_PORT = server.port
+    settings.EMAIL_TIMEOUT = 30
+    yield server
+    server.stop()
 
 
 # What `make test` prints when PostgreSQL does not answer: the commands that fix it.

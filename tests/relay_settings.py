@@ -28,3 +28,10 @@ CLOUDEVENTS_OUTBOX = json.loads(os.environ.get("RELAY_OUTBOX") or "{}")
 if os.environ.get("DEFERRED_DIR"):  # worker processes of tests/receive/test_deferred.py
     INSTALLED_APPS = [*INSTALLED_APPS, "tests.workerapp"]  # noqa: F405
     CLOUDEVENTS_RECEIVER = {"MODE": "deferred"}
+
+if os.environ.get("NOTIFY_SMTP_PORT"):  # tests/notifications/test_worker.py
+    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    EMAIL_HOST = "127.0.0.1"
+    EMAIL_PORT = int(os.environ["NOTIFY_SMTP_PORT"])
+    EMAIL_TIMEOUT = 60
+    CLOUDEVENTS_NOTIFICATIONS = json.loads(os.environ["NOTIFY_SETTINGS"])

@@ -42,6 +42,9 @@ TEMPLATES = [
     }
 ]
 ROOT_URLCONF = "tests.urls"
+# pytest-django's live_server (a real HTTP server: the one-click unsubscribe
+# tests) serves static files: it needs a STATIC_URL.
+STATIC_URL = "/static/"
 
 if os.environ.get("DATABASE") == "postgres":
     DATABASES = {

@@ -1,4 +1,5 @@
-"""``manage.py cloudevents_worker``: run deferred target runs that are due.
+"""``manage.py cloudevents_worker``: run deferred target runs that are due, and
+send the notifications that are due.
 
 Needs no task backend: with none it is the whole engine of deferred mode; with
 one it is the sweeper for lost enqueues, retries and crashed task workers.
@@ -15,7 +16,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 
-from ... import conf, work
+from ... import conf, notifications, work
 
 logger = logging.getLogger("django_cloudevents_bridge")
 
@@ -39,14 +40,17 @@ class Command(BaseCommand):
         interval = options["interval"] or conf.receiver()["POLL_INTERVAL"]
         stop = threading.Event()
         total: Counter[str] = Counter()
+        sent: Counter[str] = Counter()
         try:
             if options["once"]:
                 total = work.process(using=using)
+                sent = notifications.send_due(using=using)
             else:
                 self.trap(stop)
                 while not stop.is_set():
                     try:
                         total += work.process(stop=stop, using=using)
+                        sent += notifications.send_due(stop=stop, using=using)
                     except DatabaseError as err:  # a restart or failover
                         logger.warning("Worker database error, retrying: %s", err)
                         connections[using].close()
@@ -59,6 +63,11 @@ class Command(BaseCommand):
                 for outcome in ("done", "failed", "parked", "rejected")
             )
         )
+        if sent:
+            self.stdout.write(
+                "notifications: "
+                + ", ".join(f"{o} {sent[o]}" for o in ("sent", "failed", "parked"))
+            )
 
     def trap(self, stop: threading.Event) -> None:
         def on_signal(signum: int, frame: Any) -> None:

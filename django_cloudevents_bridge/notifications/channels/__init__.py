@@ -1,0 +1,58 @@
+"""Channels: how a notification reaches a person (e-mail; a feed or a webhook later).
+
+A channel is a class named by a dotted path in ``CLOUDEVENTS_NOTIFICATIONS
+["CHANNELS"]`` (``"email"`` is built in). It turns its messages into JSON for the
+ledger (``dump``) and back (``load``: a retry sends what was built, without
+building it again), and sends a batch of ledger rows (``send``), yielding each
+row's outcome as soon as it is known: ``None`` for sent, or the exception. The
+ledger records each outcome before the channel sends the next one, so a crash
+can resend at most the message in flight.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from django.utils.module_loading import import_string
+
+from ... import conf
+
+if TYPE_CHECKING:
+    from ...models import Delivery
+
+Outcome = BaseException | None
+
+
+class PermanentFailure(Exception):
+    """An outcome no retry can change (a refused address): parked at once."""
+
+
+class BaseChannel:
+    """Subclasses implement ``dump``, ``load`` and ``send``."""
+
+    def dump(self, message: Any) -> dict[str, Any]:
+        """The message as a JSON-safe dict (TypeError/ValueError if it cannot be)."""
+        raise NotImplementedError
+
+    def load(self, data: dict[str, Any]) -> Any:
+        """The message back from ``dump``'s dict."""
+        raise NotImplementedError
+
+    def send(
+        self, deliveries: Sequence[Delivery]
+    ) -> Iterator[tuple[Delivery, Outcome]]:
+        """Send a batch; yield ``(delivery, None or the error)`` for each, in turn."""
+        raise NotImplementedError
+
+
+def get_channel(name: str) -> BaseChannel:
+    """The channel configured under ``name``; LookupError if there is none."""
+    try:
+        path = conf.channels()[name]
+    except KeyError:
+        raise LookupError(f"no notification channel {name!r} is configured") from None
+    channel = import_string(path)()
+    if not isinstance(channel, BaseChannel):
+        raise TypeError(f"notification channel {name!r} ({path}) is no BaseChannel")
+    return channel
