@@ -12,6 +12,7 @@ and off by default).
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import re
@@ -254,3 +255,138 @@ def schema_files(kinds: Iterable[EventKind]) -> dict[str, dict[str, Any]]:
         for kind in kinds
         if kind.schema is not None
     }
+
+
+# -- routes: Knative Triggers for the handlers this project registers --------------
+
+_REGEX_SPECIAL = set(".^$*+?{}[]|()\\")
+
+
+def regex_filter(pattern: str) -> dict[str, Any] | None:
+    """A group regex over ``type`` as a filter, when it is a plain literal with
+    anchors (``^a\\.b`` a prefix, ``a$`` a suffix, ``^a$`` exact, ``a`` a CESQL
+    LIKE); None when a filter cannot say it, or it matches every type."""
+    start = pattern.startswith("^")
+    body = pattern[1:] if start else pattern
+    end = body.endswith("$") and not body.endswith("\\$")
+    body = body[:-1] if end else body
+    literal, escaped = [], False
+    for char in body:
+        if escaped:
+            if char.isalnum():
+                return None  # \d, \w, \b...: a class, not a character
+            literal.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char in _REGEX_SPECIAL:
+            return None
+        else:
+            literal.append(char)
+    if escaped:
+        return None
+    text = "".join(literal)
+    if not text:
+        return None if not (start and end) else {"cesql": "type = ''"}
+    if start and end:
+        return {"exact": {"type": text}}
+    if start:
+        return {"prefix": {"type": text}}
+    if end:
+        return {"suffix": {"type": text}}
+    like = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return {"cesql": "type LIKE '%" + like.replace("'", "\\'") + "%'"}
+
+
+@dataclass(frozen=True)
+class Route:
+    """What one Trigger should deliver, and why (for a comment)."""
+
+    name: str
+    filters: list[dict[str, Any]]
+    note: str = ""
+
+
+def routes() -> list[Route]:
+    """One route per group handler and per named event that has handlers."""
+    from .targets import name_of, named
+    from .targets.groups import _groups
+
+    found: list[Route] = []
+    for group in _groups:
+        spec: list[dict[str, Any]] = []
+        note = ""
+        if group.pattern is not None:
+            translated = regex_filter(group.pattern.pattern)
+            if translated is None:
+                note = (
+                    f"the group regex {group.pattern.pattern!r} cannot be expressed "
+                    "as a filter: this Trigger delivers more, and the receiver "
+                    "drops what does not match"
+                )
+            else:
+                spec.append(translated)
+        if group.filter is not None:
+            given = group.filter.spec
+            spec += list(given) if isinstance(given, list | tuple) else [given]
+        found.append(Route(f"group-{name_of(group.function)}", spec, note))
+    named.autodiscover()
+    for name, event_class in sorted(named._events.items()):
+        handled = event_class.handler_methods or any(
+            fnmatch.fnmatchcase(name, pattern) for pattern, _ in named._functions
+        )
+        if handled:
+            found.append(Route(f"named-{name}", [{"exact": {"type": name}}]))
+    return found
+
+
+def triggers(
+    *,
+    broker: str = "default",
+    service: str,
+    path: str = "/cloudevents/",
+    namespace: str | None = None,
+) -> list[tuple[dict[str, Any], str]]:
+    """Knative Triggers (``eventing.knative.dev/v1``) for :func:`routes`, to the
+    Knative Service ``service`` at ``path``; each with its note ("" if none).
+
+    Identical filters share one Trigger.
+    """
+    by_filters: dict[str, tuple[Route, list[str]]] = {}
+    for route in routes():
+        key = json.dumps(route.filters, sort_keys=True)
+        if key in by_filters:
+            by_filters[key][1].append(route.name)
+        else:
+            by_filters[key] = (route, [route.name])
+    resources = []
+    for route, names in by_filters.values():
+        metadata: dict[str, Any] = {"name": resource_name(f"{service}-{route.name}")}
+        if namespace:
+            metadata["namespace"] = namespace
+        spec: dict[str, Any] = {
+            "broker": broker,
+            "subscriber": {
+                "ref": {
+                    "apiVersion": "serving.knative.dev/v1",
+                    "kind": "Service",
+                    "name": service,
+                },
+                "uri": path,
+            },
+        }
+        if route.filters:
+            spec["filters"] = route.filters
+        note = "; ".join(filter(None, [f"for {', '.join(names)}", route.note]))
+        resources.append(
+            (
+                {
+                    "apiVersion": f"{EVENTING}/v1",
+                    "kind": "Trigger",
+                    "metadata": metadata,
+                    "spec": spec,
+                },
+                note,
+            )
+        )
+    return resources

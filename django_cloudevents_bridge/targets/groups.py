@@ -14,16 +14,18 @@ key's group handlers once, however often the instance is saved.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, overload
 
 from django.db import models
 from django.db.models.signals import post_save
 
-from .. import conf, events
+from .. import conf, events, filters
 from ..emit import emit, transaction_aborted
 from ..emit.serialize import to_json_safe
 from ..events import CloudEvent
@@ -33,37 +35,78 @@ from . import Handler, Target, check_name, name_of, register_provider, targets_f
 
 logger = logging.getLogger("django_cloudevents_bridge")
 
-_groups: list[tuple[re.Pattern[str], Handler]] = []
+FilterSpec = Mapping[str, Any] | Sequence[Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class _Group:
+    """One registration: a type regex and/or a filter, and the handler."""
+
+    pattern: re.Pattern[str] | None
+    filter: filters.Filter | None
+    function: Handler
+    key: str  # what makes two registrations the same (with the function)
+
+    def matches(self, event: CloudEvent) -> bool:
+        if self.pattern is not None and not self.pattern.search(event.get_type()):
+            return False
+        return self.filter is None or self.filter.matches(event)
+
+
+_groups: list[_Group] = []
 _deferred: set[Handler] = set()  # handlers that always run on the worker
+# The registrations, those whose filter pins exact types by type, and the rest
+# (tried for every event): built on the first dispatch after a change.
+_Index = tuple[tuple[_Group, ...], dict[str, list[int]], list[int]]
+_index: _Index | None = None
 
 
 @overload
 def register_group_handler(
-    handler: Handler, group: str, *, deferred: bool = False
+    handler: Handler,
+    group: str = "",
+    *,
+    filter: FilterSpec | None = None,
+    deferred: bool = False,
 ) -> Handler: ...
 @overload
 def register_group_handler(
-    handler: None = None, *, group: str, deferred: bool = False
+    handler: None = None,
+    group: str = "",
+    *,
+    filter: FilterSpec | None = None,
+    deferred: bool = False,
 ) -> Callable[[Handler], Handler]: ...
 def register_group_handler(
-    handler: Handler | None = None, group: str = "", *, deferred: bool = False
+    handler: Handler | None = None,
+    group: str = "",
+    *,
+    filter: FilterSpec | None = None,  # noqa: A002 - the dialect's own word
+    deferred: bool = False,
 ) -> Handler | Callable[[Handler], Handler]:
     """Run ``handler(event)`` for received events whose ``type`` matches ``group``.
 
     ``group`` is a regular expression searched in the type (django-spark's
-    semantics): ``r"^django\\.orm\\."`` takes every model event. Works as a plain
-    call or, without ``handler``, as a decorator. Registering the same handler for
-    the same group twice is a no-op. ``deferred=True``: it always runs on the
-    worker (work.py), also in inline mode (e.g. a slow mailer).
+    semantics): ``r"^django\\.orm\\."`` takes every model event. ``filter`` is a
+    Subscriptions API filter (``{"prefix": {"type": "com.shop."}}``, a list, or
+    ``{"cesql": "..."}``, see :mod:`..filters`) the event must also pass; one of
+    the two is required. Works as a plain call or, without ``handler``, as a
+    decorator. Registering the same handler for the same group and filter twice
+    is a no-op. ``deferred=True``: it always runs on the worker (work.py), also
+    in inline mode (e.g. a slow mailer).
     """
-    if not group:
-        raise ValueError("register_group_handler needs a group pattern")
-    pattern = re.compile(group)
+    if not group and filter is None:
+        raise ValueError("register_group_handler needs a group pattern or a filter")
+    pattern = re.compile(group) if group else None
+    compiled = filters.compile(filter) if filter is not None else None
+    key = f"{group}\0{json.dumps(filter, sort_keys=True, default=str)}"
 
     def register(function: Handler) -> Handler:
-        check_name(function, [h for _, h in _groups])
-        if not any(p.pattern == group and h is function for p, h in _groups):
-            _groups.append((pattern, function))
+        global _index
+        check_name(function, [g.function for g in _groups])
+        if not any(g.key == key and g.function is function for g in _groups):
+            _groups.append(_Group(pattern, compiled, function, key))
+            _index = None
         if deferred:
             _deferred.add(function)
         return function
@@ -73,21 +116,52 @@ def register_group_handler(
 
 def unregister_group_handler(handler: Handler, group: str | None = None) -> None:
     """Remove a handler (from one group, or from all); mostly for tests."""
+    global _index
     _groups[:] = [
-        (p, h)
-        for p, h in _groups
-        if not (h is handler and (group is None or p.pattern == group))
+        g
+        for g in _groups
+        if not (
+            g.function is handler
+            and (
+                group is None or (g.pattern is not None and g.pattern.pattern == group)
+            )
+        )
     ]
-    if not any(h is handler for _, h in _groups):
+    _index = None
+    if not any(g.function is handler for g in _groups):
         _deferred.discard(handler)
+
+
+def _indexed() -> _Index:
+    """The registrations, by pinned type, and those tried for every event."""
+    global _index
+    index = _index
+    if index is None:
+        groups = tuple(_groups)
+        by_type: dict[str, list[int]] = {}
+        every: list[int] = []
+        for position, group in enumerate(groups):
+            types = group.filter.types if group.filter is not None else None
+            if types is None:
+                every.append(position)
+            else:
+                for type_ in types:
+                    by_type.setdefault(type_, []).append(position)
+        index = _index = (groups, by_type, every)
+    return index
 
 
 @register_provider
 def group_targets(event: CloudEvent) -> Iterable[Target]:
-    """The group handlers whose pattern is found in the event's type."""
-    event_type = event.get_type()
-    for pattern, function in list(_groups):
-        if pattern.search(event_type):
+    """The group handlers whose pattern is found in the event's type and whose
+    filter the event passes, in registration order."""
+    groups, by_type, every = _indexed()
+    candidates = by_type.get(event.get_type())
+    positions = sorted([*candidates, *every]) if candidates else every
+    for position in positions:
+        group = groups[position]
+        if group.matches(event):
+            function = group.function
             yield Target(f"group:{name_of(function)}", function, function in _deferred)
 
 
