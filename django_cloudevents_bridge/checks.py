@@ -11,13 +11,14 @@ from urllib.parse import urlsplit
 from django.apps import apps
 from django.core.checks import Error, Tags, Warning, register
 from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
-from django.db import DatabaseError, connections
+from django.db import DatabaseError, connections, router
 from django.urls import URLResolver, get_resolver
 
 from . import conf, events
+from .emit import capture
 from .emit.handlers import SHORT_NAMES, get_handler
 from .emit.handlers import http as http_handler
-from .emit.sources import MODEL_OPTIONS, SIGNALS, data_function
+from .emit.sources import APP_LABEL, MODEL_OPTIONS, SIGNALS, data_function
 from .exceptions import ImproperlyInstalled
 
 ID = "cloudevents_bridge"
@@ -203,6 +204,7 @@ def check_models(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                     model._meta.get_field(field)
                 except FieldDoesNotExist:
                     errors.append(_model_error(f"{key}: no field {field!r}", label))
+        errors.extend(_capture_errors(model, label, options))
         if options.get("data") is not None:
             try:
                 function = data_function(options["data"])
@@ -211,6 +213,44 @@ def check_models(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             else:
                 if not callable(function):
                     errors.append(_model_error("data must be callable", label))
+    return errors
+
+
+def _capture_errors(model: Any, label: str, options: dict[str, Any]) -> list[Any]:
+    """A ``capture`` option names a mode, and trigger capture can work for the model."""
+    mode = options.get("capture", capture.SIGNALS)
+    if mode not in capture.CAPTURE_MODES:
+        modes = " or ".join(repr(name) for name in capture.CAPTURE_MODES)
+        return [_model_error(f"capture must be {modes}, not {mode!r}", label)]
+    if mode != capture.TRIGGER:
+        return []
+    errors = []
+    for key in ("signals", "data"):
+        if key in options:
+            errors.append(
+                _model_error(f"{key!r} does not apply to capture 'trigger'", label)
+            )
+    opts = model._meta
+    if opts.proxy or opts.parents or opts.app_label == APP_LABEL:
+        errors.append(
+            _model_error(
+                "capture 'trigger' needs a concrete model whose fields are all in "
+                "its own table (not a proxy, not a multi-table child)",
+                label,
+            )
+        )
+    alias = router.db_for_write(model)
+    vendor = connections[alias].vendor
+    if vendor != "postgresql":
+        errors.append(
+            Error(
+                f"CLOUDEVENTS_MODELS[{label!r}]: capture 'trigger' needs PostgreSQL; "
+                f"the database {alias!r} is {vendor}.",
+                hint='Use "capture": "signals" (the default) on this database.',
+                id=f"{ID}.E010",
+                obj=f"CLOUDEVENTS_MODELS[{label!r}]",
+            )
+        )
     return errors
 
 

@@ -22,7 +22,7 @@ SIGNALS: dict[str, ModelSignal] = {
     "m2m_changed": m2m_changed,
 }
 DEFAULT_SIGNALS = ("post_save", "post_delete")
-MODEL_OPTIONS = frozenset(("signals", "fields", "exclude", "data"))
+MODEL_OPTIONS = frozenset(("signals", "fields", "exclude", "data", "capture"))
 # m2m_changed fires for pre_* actions too; only the post_* ones describe a change.
 M2M_ACTIONS = frozenset(("post_add", "post_remove", "post_clear"))
 APP_LABEL = "django_cloudevents_bridge"
@@ -121,6 +121,8 @@ def connect_models() -> None:
     by hand, or a second call, never sends an event twice.
     """
     for label, options in conf.models().items():
+        if (options or {}).get("capture") == "trigger":
+            continue  # its database triggers write the events (capture.py)
         try:
             model = apps.get_model(label)
         except (LookupError, ValueError):
