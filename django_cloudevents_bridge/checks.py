@@ -231,11 +231,12 @@ def _capture_errors(model: Any, label: str, options: dict[str, Any]) -> list[Any
                 _model_error(f"{key!r} does not apply to capture 'trigger'", label)
             )
     opts = model._meta
-    if opts.proxy or opts.parents or opts.app_label == APP_LABEL:
+    if opts.proxy or opts.parents or opts.auto_created or opts.app_label == APP_LABEL:
         errors.append(
             _model_error(
-                "capture 'trigger' needs a concrete model whose fields are all in "
-                "its own table (not a proxy, not a multi-table child)",
+                "capture 'trigger' needs a concrete model of your own whose fields "
+                "are all in its own table (not a proxy, a multi-table child or an "
+                "auto-created many-to-many through model)",
                 label,
             )
         )
