@@ -159,6 +159,58 @@ def check_relay(
     return found
 
 
+@register(Tags.database)
+def check_capture_triggers(
+    app_configs: Any = None, databases: Sequence[str] | None = None, **kwargs: Any
+) -> list[Any]:
+    """Trigger-captured models have their triggers, as the settings give them.
+
+    Asked with ``databases`` only (``check --database``, ``migrate``). A model
+    whose app has migrations left to apply is not looked at: ``migrate`` is
+    about to install its triggers.
+    """
+    from django.db.migrations.loader import MigrationLoader
+
+    found = []
+    for alias in databases or ():
+        connection = connections[alias]
+        if connection.vendor != "postgresql":
+            continue  # E010 says it
+        models = [
+            (model, options)
+            for model, options in capture.captured_models()
+            if router.db_for_write(model) == alias
+        ]
+        if not models:
+            continue
+        try:
+            loader = MigrationLoader(connection, ignore_no_migrations=True)
+            waiting = {
+                app
+                for app, name in loader.graph.leaf_nodes()
+                if (app, name) not in loader.applied_migrations
+            }
+            for model, options in models:
+                if model._meta.app_label in waiting:
+                    continue
+                trigger = capture.trigger_for(model, options)
+                wrong = capture.problems(trigger, alias)
+                if wrong:
+                    found.append(
+                        Warning(
+                            f"CLOUDEVENTS_MODELS[{model._meta.label!r}]: the capture "
+                            f"triggers on {alias!r} are not as the settings ask: "
+                            f"{'; '.join(wrong)}. Its changes are not all captured.",
+                            hint="Run manage.py makemigrations, then migrate.",
+                            id=f"{ID}.W007",
+                            obj=f"CLOUDEVENTS_MODELS[{model._meta.label!r}]",
+                        )
+                    )
+        except DatabaseError:
+            continue  # Django's own database checks report a database they cannot use
+    return found
+
+
 def _outbox_error(message: str) -> Error:
     return Error(
         f"CLOUDEVENTS_OUTBOX: {message}.", id=f"{ID}.E008", obj="CLOUDEVENTS_OUTBOX"

@@ -239,6 +239,22 @@ def create_sql(trigger: CaptureTrigger, table: str, qn: Any) -> str:
     them when a trigger first runs, so a column renamed later in the same
     migration is found by its new name.
     """
+    statements = []
+    for name, (body, when, each) in functions(trigger, qn).items():
+        quoted = qn(name)
+        statements += [
+            f"CREATE OR REPLACE FUNCTION {quoted}() RETURNS trigger LANGUAGE plpgsql "
+            f"AS $dce${body}$dce$",
+            f"DROP TRIGGER IF EXISTS {quoted} ON {qn(table)}",
+            f"CREATE TRIGGER {quoted} {when} ON {qn(table)} {each} "
+            f"EXECUTE FUNCTION {quoted}()",
+        ]
+    return ";\n".join(statements)
+
+
+def functions(trigger: CaptureTrigger, qn: Any) -> dict[str, tuple[str, str, str]]:
+    """Each trigger's name (also its function's): the function body, when it
+    fires, and for what (each row, or each statement with a transition table)."""
     from ..models import OutboxEvent
 
     outbox = qn(OutboxEvent._meta.db_table)
@@ -285,6 +301,7 @@ def create_sql(trigger: CaptureTrigger, table: str, qn: Any) -> str:
     updated = values(
         "NEW", "post_save", f", 'created', false, 'changed', {changed_fields}"
     )
+    deleted = values("o", "post_delete", "")
     bodies = {
         "ins": (
             f"INSERT INTO {outbox} ({columns}) SELECT {inserted} FROM dce_new n",
@@ -297,23 +314,42 @@ def create_sql(trigger: CaptureTrigger, table: str, qn: Any) -> str:
             "FOR EACH ROW",
         ),
         "del": (
-            f"INSERT INTO {outbox} ({columns}) SELECT "
-            f"{values('o', 'post_delete', '')} FROM dce_old o",
+            f"INSERT INTO {outbox} ({columns}) SELECT {deleted} FROM dce_old o",
             "AFTER DELETE",
             "REFERENCING OLD TABLE AS dce_old FOR EACH STATEMENT",
         ),
     }
-    statements = []
-    for suffix, (body, when, each) in bodies.items():
-        name = qn(f"{trigger.name}_{suffix}")
-        statements += [
-            f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql "
-            f"AS $dce$ BEGIN {body}; RETURN NULL; END $dce$",
-            f"DROP TRIGGER IF EXISTS {name} ON {qn(table)}",
-            f"CREATE TRIGGER {name} {when} ON {qn(table)} {each} "
-            f"EXECUTE FUNCTION {name}()",
-        ]
-    return ";\n".join(statements)
+    return {
+        f"{trigger.name}_{suffix}": (f" BEGIN {body}; RETURN NULL; END ", when, each)
+        for suffix, (body, when, each) in bodies.items()
+    }
+
+
+def problems(trigger: CaptureTrigger, using: str) -> list[str]:
+    """What the database on ``using`` lacks of the trigger: [] if it is as wanted.
+
+    A trigger or function missing or disabled, or a function whose body is not
+    the one the settings give (a setting changed without a new migration).
+    """
+    connection = connections[using]
+    wanted = functions(trigger, connection.ops.quote_name)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT p.proname, p.prosrc, t.tgenabled FROM pg_proc p LEFT JOIN "
+            "pg_trigger t ON t.tgfoid = p.oid AND t.tgrelid = to_regclass(%s) "
+            "WHERE p.proname = ANY(%s)",
+            [connection.ops.quote_name(trigger.table), list(wanted)],
+        )
+        found = {name: (source, enabled) for name, source, enabled in cursor}
+    found_problems = []
+    for name, (body, _when, _each) in wanted.items():
+        if name not in found or found[name][1] is None:
+            found_problems.append(f"{name} is missing")
+        elif found[name][0] != body:
+            found_problems.append(f"{name} is out of date")
+        elif found[name][1] == "D":
+            found_problems.append(f"{name} is disabled")
+    return found_problems
 
 
 def drop_sql(trigger: CaptureTrigger, table: str, qn: Any) -> str:

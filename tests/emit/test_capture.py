@@ -289,3 +289,24 @@ def test_a_row_whose_model_is_gone_is_parked_with_the_reason(relayed):
     first.refresh_from_db()
     assert first.status == "parked"
     assert "doesn't have a 'gone' model" in first.last_error
+
+
+def test_the_database_check_names_a_disabled_or_missing_trigger():
+    from django_cloudevents_bridge import checks
+
+    assert checks.check_capture_triggers(databases=["default"]) == []
+    base = capture.trigger_name("testapp.captured")
+    [trigger] = Captured._meta.constraints
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(f'ALTER TABLE testapp_captured DISABLE TRIGGER "{base}_upd"')
+            cursor.execute(f'DROP TRIGGER "{base}_del" ON testapp_captured')
+        [warning] = checks.check_capture_triggers(databases=["default"])
+        assert warning.id == "cloudevents_bridge.W007"
+        assert f"{base}_upd is disabled" in warning.msg
+        assert f"{base}_del is missing" in warning.msg
+        assert checks.check_capture_triggers() == []  # no database asked: no query
+    finally:  # as the test database was made, for the tests after this one
+        with connection.schema_editor() as editor:
+            editor.add_constraint(Captured, trigger)
+    assert checks.check_capture_triggers(databases=["default"]) == []

@@ -99,7 +99,7 @@ class Project:
             timeout=300,
         )
         assert done.returncode == 0, done.stdout + done.stderr
-        return done.stdout
+        return done.stdout + done.stderr
 
     def migrate(self, models: dict, answers: str = "") -> str:
         """makemigrations + migrate; the new migration's text."""
@@ -162,6 +162,10 @@ ALL = [f"dce_capture_shop_order_{suffix}" for suffix in ("del", "ins", "upd")]
 
 
 def test_migrations_keep_exactly_the_triggers_the_settings_ask_for(project, sink):
+    project.run("makemigrations", "shop", models=TRIGGERED)
+    # Not migrated yet: migrate is about to install them, no warning.
+    assert "W007" not in project.run("check", "--database", "default", models=TRIGGERED)
+    (project.path / "shop" / "migrations" / "0001_initial.py").unlink()
     first = project.migrate(TRIGGERED)
     assert "django_cloudevents_bridge.emit.capture.CaptureTrigger" in first
     assert project.triggers() == ALL
@@ -172,9 +176,14 @@ def test_migrations_keep_exactly_the_triggers_the_settings_ask_for(project, sink
     [created] = project.captured()
     assert created["data"] == {"id": 1, "number": "A1", "total": "5.00", "note": "hi"}
 
-    # A changed setting: the excluded column leaves the trigger.
+    # A changed setting: the excluded column leaves the trigger. Until the
+    # migration is made and applied, the check says the triggers are stale.
     excluding = {"shop.Order": {"capture": "trigger", "exclude": ["note"]}}
+    stale = project.run("check", "--database", "default", models=excluding)
+    assert "cloudevents_bridge.W007" in stale
+    assert "dce_capture_shop_order_ins is out of date" in stale
     second = project.migrate(excluding)
+    assert "W007" not in project.run("check", "--database", "default", models=excluding)
     assert "RemoveConstraint" in second and "AddConstraint" in second
     assert project.triggers() == ALL
     project.sql("UPDATE shop_order SET note = 'changed', total = 6")
@@ -223,6 +232,9 @@ def test_migrations_keep_exactly_the_triggers_the_settings_ask_for(project, sink
         "VALUES ('C3', 1, '', '')"
     )
     assert len(project.captured()) == 3
+    # The setting back without a migration: missing.
+    missing = project.run("check", "--database", "default", models=TRIGGERED)
+    assert "dce_capture_shop_order_upd is missing" in missing
 
     # Migrating back puts them back.
     project.run("migrate", "shop", "0003", models={})
