@@ -9,13 +9,14 @@ class CloudEventsBridgeConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks  # noqa: F401  (registers the system checks)
-        from .emit import capture, reset_handler
+        from .emit import capture, changes, reset_handler
         from .emit.sources import connect_models
         from .middleware import on_request_started
         from .targets.named import autodiscover
 
         connect_models()
         capture.install()  # the trigger-captured models' triggers, for migrations
+        changes.connect_models()  # loaded values kept where updates say what changed
         autodiscover()
         setting_changed.connect(reset_handler, dispatch_uid="cloudevents_bridge.reset")
         # The receiver answers without its trailing slash too (middleware.py).

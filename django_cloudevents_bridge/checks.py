@@ -257,6 +257,9 @@ def check_models(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 except FieldDoesNotExist:
                     errors.append(_model_error(f"{key}: no field {field!r}", label))
         errors.extend(_capture_errors(model, label, options))
+        for key in ("changed_fields", "previous_values"):
+            if not isinstance(options.get(key, False), bool):
+                errors.append(_model_error(f"{key} must be True or False", label))
         if options.get("data") is not None:
             try:
                 function = data_function(options["data"])

@@ -90,6 +90,7 @@ if os.environ.get("DATABASE") == "postgres":
     CLOUDEVENTS_MODELS["testapp.Captured"] = {
         "capture": "trigger",
         "exclude": ["notes"],
+        "previous_values": True,
     }
 
 LOGGING = {

@@ -34,7 +34,7 @@ from django.db.models.constraints import BaseConstraint
 
 from .. import conf, events
 from ..bindings import jsonformat
-from . import serialize
+from . import changes, serialize
 from ._stored import UNCONVERTED
 
 if TYPE_CHECKING:
@@ -111,6 +111,7 @@ def trigger_for(model: type[models.Model], options: dict[str, Any]) -> CaptureTr
         table=opts.db_table,
         pk=str(opts.pk.column),
         fields=[[name, str(field.column), _kind(field)] for name, field, _ in plan],
+        previous=bool(options.get(changes.PREVIOUS)),
     )
 
 
@@ -156,26 +157,27 @@ class CaptureTrigger(BaseConstraint):
         table: str,
         pk: str,
         fields: Sequence[Sequence[str]],
+        previous: bool = False,
     ) -> None:
         super().__init__(name=name)
         self.model = model
         self.table = table
         self.pk = pk
         self.fields = [list(field) for field in fields]
+        self.previous = previous  # updates carry the old row's fields too
 
     def deconstruct(self) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
         path = f"{type(self).__module__}.{type(self).__name__}"
-        return (
-            path,
-            (),
-            {
-                "name": self.name,
-                "model": self.model,
-                "table": self.table,
-                "pk": self.pk,
-                "fields": self.fields,
-            },
-        )
+        kwargs: dict[str, Any] = {
+            "name": self.name,
+            "model": self.model,
+            "table": self.table,
+            "pk": self.pk,
+            "fields": self.fields,
+        }
+        if self.previous:
+            kwargs["previous"] = True
+        return path, (), kwargs
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, CaptureTrigger):
@@ -298,8 +300,9 @@ def functions(trigger: CaptureTrigger, qn: Any) -> dict[str, tuple[str, str, str
         f"array_remove(ARRAY[{changed}]::text[], NULL)" if changed else "'{}'::text[]"
     )
     inserted = values("n", "post_save", ", 'created', true")
+    old = f", 'old', {_object(trigger.fields, 'OLD', qn)}" if trigger.previous else ""
     updated = values(
-        "NEW", "post_save", f", 'created', false, 'changed', {changed_fields}"
+        "NEW", "post_save", f", 'created', false, 'changed', {changed_fields}{old}"
     )
     deleted = values("o", "post_delete", "")
     bodies = {
@@ -415,30 +418,10 @@ def document(row: OutboxEvent) -> str:
     return jsonformat.to_json(to_event(row)).decode()
 
 
-def to_event(row: OutboxEvent) -> events.CloudEvent:
-    """The CloudEvent the signal path would send for a captured row.
-
-    Same type, subject, extensions, data layout and field names; each value
-    goes through the field's own conversion, so it reads as the signal path
-    writes it. ``source`` is the relay's (``K_SOURCE``, ``CLOUDEVENTS_SOURCE``);
-    ``signal_kwargs`` has no ``update_fields`` or ``raw`` (both null); an update
-    also carries ``changed_fields``. Fields the settings now leave out (or that
-    look like secrets) are left out here too.
-    """
-    captured = json.loads(row.event)
-    model: type[models.Model] = apps.get_model(captured["model"])
-    opts = model._meta
-    using = row._state.db or DEFAULT_DB_ALIAS
-    connection = connections[using]
-    options = conf.models().get(opts.label) or {}
-    fields = options.get("fields")
-    plan = serialize._plan(
-        model,
-        None if fields is None else tuple(fields),
-        tuple(options.get("exclude", ())),
-        conf.sensitive_fields(),
-    )
-    stored = captured["data"]
+def _sent_form(
+    stored: dict[str, Any], plan: Sequence[tuple[str, Any, Any]], connection: Any
+) -> dict[str, Any]:
+    """A trigger's JSON of a row's fields as the signal path's ``data`` has them."""
     data: dict[str, Any] = {}
     for name, _field, convert in plan:
         if name not in stored:
@@ -448,6 +431,34 @@ def to_event(row: OutboxEvent) -> events.CloudEvent:
             with contextlib.suppress(*UNCONVERTED):  # then sent as it is
                 value = convert(value, connection)
         data[name] = serialize.to_json_safe(value)
+    return data
+
+
+def to_event(row: OutboxEvent) -> events.CloudEvent:
+    """The CloudEvent the signal path would send for a captured row.
+
+    Same type, subject, extensions, data layout and field names; each value
+    goes through the field's own conversion, so it reads as the signal path
+    writes it. ``source`` is the relay's (``K_SOURCE``, ``CLOUDEVENTS_SOURCE``);
+    ``signal_kwargs`` has no ``update_fields`` or ``raw`` (both null); an update
+    also carries ``changed_fields`` (and ``previous_values`` where the model
+    asks). Fields the settings now leave out (or that look like secrets) are
+    left out here too.
+    """
+    captured = json.loads(row.event)
+    model: type[models.Model] = apps.get_model(captured["model"])
+    opts = model._meta
+    using = row._state.db or DEFAULT_DB_ALIAS
+    options = conf.models().get(opts.label) or {}
+    fields = options.get("fields")
+    plan = serialize._plan(
+        model,
+        None if fields is None else tuple(fields),
+        tuple(options.get("exclude", ())),
+        conf.sensitive_fields(),
+    )
+    connection = connections[using]
+    data = _sent_form(captured["data"], plan, connection)
     signal_kwargs: dict[str, Any] = {"using": using}
     if "created" in captured:
         signal_kwargs = {
@@ -462,7 +473,11 @@ def to_event(row: OutboxEvent) -> events.CloudEvent:
         "db_table": opts.db_table,
     }
     if "changed" in captured:
-        payload["changed_fields"] = [n for n in captured["changed"] if n in data]
+        changed = [name for name in captured["changed"] if name in data]
+        payload[changes.CHANGED] = changed
+        if "old" in captured and options.get(changes.PREVIOUS):
+            old = _sent_form(captured["old"], plan, connection)
+            payload[changes.PREVIOUS] = {name: old.get(name) for name in changed}
     return events.new(
         row.type,
         id=row.event_id,

@@ -161,6 +161,7 @@ def test_an_update_names_the_changed_fields(relayed):
     assert data["signal_kwargs"]["created"] is False
     # An excluded column changed too: not named.
     assert data["changed_fields"] == ["char"]
+    assert data["previous_values"] == {"char": "ü"}
 
 
 def test_a_delete_is_the_signal_paths_event(relayed):
