@@ -79,6 +79,7 @@ CLOUDEVENTS_MODELS = {
     "testapp.Choice": {"signals": ["post_save", "post_delete"]},
     "testapp.Article": {"signals": ["post_save", "post_delete", "m2m_changed"]},
     "testapp.Profile": {"exclude": ["nickname"]},
+    "testapp.Entry": {"signals": ["post_save", "post_delete"]},
     "testapp.Summary": {
         "fields": ["title"],
         "data": "tests.testapp.models.summary_data",

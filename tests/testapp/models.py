@@ -14,7 +14,7 @@ from django.contrib.postgres.fields import (
 from django.db import models
 from django.db.models.signals import m2m_changed, post_delete, post_save
 
-from django_cloudevents_bridge import send_cloudevent
+from django_cloudevents_bridge import CapturingManager, send_cloudevent
 
 
 class Question(models.Model):
@@ -249,3 +249,16 @@ class Captured(EveryFieldType):
 
     def __str__(self) -> str:
         return f"captured {self.pk}"
+
+
+class Entry(models.Model):
+    """Bulk writes emit events (CapturingManager; tests/settings.py registers it)."""
+
+    title = models.CharField(max_length=50)
+    amount = models.DecimalField(max_digits=8, decimal_places=2, default=0)
+    secret_key = models.CharField(max_length=50, blank=True)
+
+    objects = CapturingManager()
+
+    def __str__(self) -> str:
+        return self.title
