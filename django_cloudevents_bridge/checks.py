@@ -18,7 +18,7 @@ from . import conf, events
 from .emit import capture
 from .emit.handlers import SHORT_NAMES, get_handler
 from .emit.handlers import http as http_handler
-from .emit.sources import APP_LABEL, MODEL_OPTIONS, SIGNALS, data_function
+from .emit.sources import MODEL_OPTIONS, SIGNALS, data_function
 from .exceptions import ImproperlyInstalled
 
 ID = "cloudevents_bridge"
@@ -104,7 +104,7 @@ def check_outbox(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     for key, value in configured.items():
         if key == "LOCK_TIMEOUT" and value is None:
             continue  # no bound
-        if key in conf.OUTBOX_DEFAULTS and key != "BACKGROUND":
+        if key in conf.OUTBOX_DEFAULTS and key not in ("BACKGROUND", "RELAY"):
             if isinstance(value, bool) or not isinstance(value, int | float):
                 errors.append(_outbox_error(f"{key} must be a number"))
             elif value <= 0:
@@ -116,6 +116,30 @@ def check_outbox(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                         f"{conf.LOCK_TIMEOUT_MAX} (PostgreSQL's limit)"
                     )
                 )
+    if configured.get("RELAY", True) is not True:
+        errors += _without_relay(configured)
+    return errors
+
+
+def _without_relay(configured: dict[str, Any]) -> list[Error]:
+    """``RELAY`` False: what needs a relay must be off."""
+    if configured["RELAY"] is not False:
+        return [_outbox_error("RELAY must be True or False")]
+    errors = []
+    if configured.get("BACKGROUND"):
+        errors.append(_outbox_error("BACKGROUND sends events: it needs RELAY True"))
+    if conf.delivery() != "outbox":
+        errors.append(
+            _outbox_error("RELAY False needs CLOUDEVENTS_DELIVERY 'outbox' (rows)")
+        )
+    captured = sorted(model._meta.label for model, _ in capture.captured_models())
+    if captured:
+        errors.append(
+            _outbox_error(
+                "RELAY False: the relay completes the rows of trigger capture "
+                f"({', '.join(captured)}); capture them with signals"
+            )
+        )
     return errors
 
 
@@ -285,15 +309,10 @@ def _capture_errors(model: Any, label: str, options: dict[str, Any]) -> list[Any
             errors.append(
                 _model_error(f"{key!r} does not apply to capture 'trigger'", label)
             )
-    opts = model._meta
-    if opts.proxy or opts.parents or opts.auto_created or opts.app_label == APP_LABEL:
+    reason = capture.unfit(model)
+    if reason is not None:
         errors.append(
-            _model_error(
-                "capture 'trigger' needs a concrete model of your own whose fields "
-                "are all in its own table (not a proxy, a multi-table child or an "
-                "auto-created many-to-many through model)",
-                label,
-            )
+            _model_error(f"capture 'trigger' cannot capture it: {reason}", label)
         )
     alias = router.db_for_write(model)
     vendor = connections[alias].vendor

@@ -61,7 +61,8 @@ def capture_mode(options: Any) -> str:
 
 
 def captured_models() -> list[tuple[type[models.Model], dict[str, Any]]]:
-    """The models ``CLOUDEVENTS_MODELS`` captures with triggers, with their options."""
+    """The models ``CLOUDEVENTS_MODELS`` captures with triggers, with their options
+    (those trigger capture cannot work for are left out: see ``unfit``)."""
     found = []
     for label, options in conf.models().items():
         if capture_mode(options) != TRIGGER:
@@ -70,8 +71,27 @@ def captured_models() -> list[tuple[type[models.Model], dict[str, Any]]]:
             model = apps.get_model(label)
         except (LookupError, ValueError):
             continue  # reported by the system check cloudevents_bridge.E005
-        found.append((model, options))
+        if unfit(model) is None:
+            found.append((model, options))
     return found
+
+
+def unfit(model: type[models.Model]) -> str | None:
+    """Why trigger capture cannot work for a model (None: it can).
+
+    Its triggers see one table's rows, so every field must be in the model's
+    own table, with a one-column primary key for the subject.
+    """
+    opts = model._meta
+    if opts.proxy or opts.parents:
+        return "a proxy or multi-table inheritance child keeps fields elsewhere"
+    if opts.auto_created:
+        return "an auto-created many-to-many through model has no migrations"
+    if opts.app_label == "django_cloudevents_bridge":
+        return "the bridge's own tables are never captured"
+    if opts.pk is None or not getattr(opts.pk, "column", None):
+        return "a composite primary key has no one column for the subject"
+    return None
 
 
 def install() -> None:
