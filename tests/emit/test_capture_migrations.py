@@ -239,3 +239,42 @@ def test_migrations_keep_exactly_the_triggers_the_settings_ask_for(project, sink
     # Migrating back puts them back.
     project.run("migrate", "shop", "0003", models={})
     assert project.triggers() == ALL
+
+
+RENAMED = """
+from django.db import models
+
+class Purchase(models.Model):
+    number = models.CharField(max_length=20{column})
+    total = models.DecimalField(max_digits=8, decimal_places=2)
+    password = models.CharField(max_length=128, blank=True)
+    note = models.TextField(blank=True)
+"""
+
+
+def test_a_renamed_model_and_a_new_column_name_keep_their_triggers(project):
+    project.migrate(TRIGGERED)
+    models = project.path / "shop" / "models.py"
+    purchases = {"shop.Purchase": {"capture": "trigger"}}
+    # The model renamed (its table too): the old triggers go, new ones come.
+    models.write_text(RENAMED.format(column=""))
+    assert "RenameModel" in project.migrate(purchases, answers="y\n")
+    # A column renamed (db_column): AlterField renames it after the triggers
+    # are made, which find it by its new name when they first run.
+    models.write_text(RENAMED.format(column=', db_column="no"'))
+    assert "AlterField" in project.migrate(purchases)
+    rows = project.sql(
+        "SELECT tgname FROM pg_trigger WHERE tgrelid = 'shop_purchase'::regclass "
+        "AND NOT tgisinternal ORDER BY tgname"
+    )
+    assert [name for (name,) in rows] == [
+        f"dce_capture_shop_purchase_{suffix}" for suffix in ("del", "ins", "upd")
+    ]
+    assert "dce_capture_shop_order_ins" not in project.functions()
+    project.sql(
+        "INSERT INTO shop_purchase (no, total, password, note) VALUES ('P', 2, '', '')"
+    )
+    [document] = project.captured()
+    assert document["model"] == "shop.purchase"
+    assert document["data"] == {"id": 1, "number": "P", "total": "2.00", "note": ""}
+    assert "W007" not in project.run("check", "--database", "default", models=purchases)
