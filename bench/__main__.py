@@ -121,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 return 0
             if args.capture_only:
-                lines, ok = capture.main(args.rounds, args.ops), True
+                lines, ok = capture.main(args.rounds, args.ops, server), True
                 print(header)
                 print("\n".join(lines))
                 return 0
@@ -135,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             lines.append(f"(emit section: {time.monotonic() - started:.0f} s)")
             if settings.POSTGRES in aliases:
                 section = time.monotonic()
-                lines += capture.main(args.rounds, args.ops)
+                lines += capture.main(args.rounds, args.ops, server)
                 lines.append(f"(capture section: {time.monotonic() - section:.0f} s)")
             section = time.monotonic()
             more, relayed = relay.main(

@@ -20,14 +20,18 @@ from dataclasses import dataclass
 from django.db import connections
 from django.utils import timezone
 
+from bench import relay
 from bench.emit import measure, progress, quartiles
 from bench.models import Question
-from bench.relay import truncate
+from bench.relay import Check, truncate
 from bench.settings import POSTGRES
+from bench.sink import Process
 from django_cloudevents_bridge.emit import capture
+from django_cloudevents_bridge.models import OutboxEvent
 
 BULK = 1000  # rows per bulk_create()
 BULK_CALLS = 3  # bulk_create() calls per variant and round
+RELAYED = 3000  # rows per relay drain
 # DESIGN.md: trigger capture <= 1.3x (autocommit), <= 1.2x (atomic); the issue:
 # bulk_create(1000) <= 2x.
 TARGETS = {"autocommit": 1.3, "atomic": 1.2, f"bulk_create({BULK})": 2.0}
@@ -68,8 +72,36 @@ def triggers(enabled: bool) -> Iterator[None]:
     yield
 
 
-def main(rounds: int, ops: int) -> list[str]:
-    """Measure; the section's lines."""
+def relay_rates(server: Process, count: int, rounds: int) -> tuple[list[str], bool]:
+    """The relay draining ``count`` captured rows against as many signal-path rows
+    (binary mode, to the loopback sink): the lines, and whether all arrived."""
+    check = Check()
+    rates: dict[str, list[float]] = {"signal-path rows": [], "captured rows": []}
+    for _ in range(rounds):
+        relay.fill(POSTGRES, count)
+        rates["signal-path rows"].append(
+            relay.drain(POSTGRES, server, batch=False, check=check)[0]
+        )
+        truncate(POSTGRES)
+        with triggers(True):
+            bulk(count // BULK)  # count: a multiple of BULK
+        with connections[POSTGRES].cursor() as cursor:
+            cursor.execute(f'ANALYZE "{OutboxEvent._meta.db_table}"')
+        rates["captured rows"].append(
+            relay.drain(POSTGRES, server, batch=False, check=check)[0]
+        )
+        truncate(POSTGRES)
+    lines = ["", f"  relay, binary mode, {count} rows per drain      events/s"]
+    lines += [
+        f"  {label:<40}{statistics.median(found):>10,.0f}"
+        for label, found in rates.items()
+    ]
+    lines += [f"  {problem}" for problem in check.problems]
+    return lines, not check.problems
+
+
+def main(rounds: int, ops: int, server: Process | None = None) -> list[str]:
+    """Measure; the section's lines (with ``server``, the relay's rate too)."""
     trigger = capture.trigger_for(Question, {"capture": "trigger"})
     with connections[POSTGRES].schema_editor() as editor:
         editor.add_constraint(Question, trigger)
@@ -99,6 +131,8 @@ def main(rounds: int, ops: int) -> list[str]:
                     per_call[work.label, on].extend(latencies)
             progress("." if number >= 0 else "capture warm-up ")
         progress("\n")
+        if server is not None:
+            relayed, delivered = relay_rates(server, RELAYED, 3)
     finally:
         with connections[POSTGRES].schema_editor() as editor:
             editor.remove_constraint(Question, trigger)
@@ -135,4 +169,8 @@ def main(rounds: int, ops: int) -> list[str]:
         "without the triggers); the outbox's NOTIFY trigger fires as in production.",
         *verdicts,
     ]
+    if server is not None:
+        lines += relayed
+        if not delivered:
+            lines.append("MISSED: the sink did not count every captured event.")
     return lines

@@ -22,10 +22,11 @@ SIGNALS: dict[str, ModelSignal] = {
     "m2m_changed": m2m_changed,
 }
 DEFAULT_SIGNALS = ("post_save", "post_delete")
-MODEL_OPTIONS = frozenset(
-    ("signals", "fields", "exclude", "data", "capture", "changed_fields")
-    + ("previous_values",)
-)
+MODEL_OPTIONS = frozenset(("signals", "fields", "exclude", "data")) | {
+    "capture",  # emit/capture.py
+    "changed_fields",  # emit/changes.py
+    "previous_values",
+}
 # m2m_changed fires for pre_* actions too; only the post_* ones describe a change.
 M2M_ACTIONS = frozenset(("post_add", "post_remove", "post_clear"))
 APP_LABEL = "django_cloudevents_bridge"
