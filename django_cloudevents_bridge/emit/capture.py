@@ -118,13 +118,7 @@ def install() -> None:
 def trigger_for(model: type[models.Model], options: dict[str, Any]) -> CaptureTrigger:
     """The :class:`CaptureTrigger` for a model and its ``CLOUDEVENTS_MODELS`` entry."""
     opts = model._meta
-    fields = options.get("fields")
-    plan = serialize._plan(
-        model,
-        None if fields is None else tuple(fields),
-        tuple(options.get("exclude", ())),
-        conf.sensitive_fields(),
-    )
+    plan = serialize.plan_for(model, options)
     return CaptureTrigger(
         name=trigger_name(opts.label_lower),
         model=opts.label_lower,
@@ -470,13 +464,7 @@ def to_event(row: OutboxEvent) -> events.CloudEvent:
     opts = model._meta
     using = row._state.db or DEFAULT_DB_ALIAS
     options = conf.models().get(opts.label) or {}
-    fields = options.get("fields")
-    plan = serialize._plan(
-        model,
-        None if fields is None else tuple(fields),
-        tuple(options.get("exclude", ())),
-        conf.sensitive_fields(),
-    )
+    plan = serialize.plan_for(model, options)
     connection = connections[using]
     data = _sent_form(captured["data"], plan, connection)
     signal_kwargs: dict[str, Any] = {"using": using}

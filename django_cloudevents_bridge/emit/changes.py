@@ -98,12 +98,7 @@ def _sent_form(
     using = signal_kwargs.get("using") or router.db_for_write(type(instance))
     connection = connections[using]
     sent: dict[str, Any] = {}
-    for name, field, convert in serialize._plan(
-        type(instance),
-        None if options.get("fields") is None else tuple(options["fields"]),
-        tuple(options.get("exclude", ())),
-        conf.sensitive_fields(),
-    ):
+    for name, field, convert in serialize.plan_for(type(instance), options):
         if field.attname not in loaded:
             continue  # deferred: not known
         value = loaded[field.attname]

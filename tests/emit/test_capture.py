@@ -311,3 +311,9 @@ def test_the_database_check_names_a_disabled_or_missing_trigger():
         with connection.schema_editor() as editor:
             editor.add_constraint(Captured, trigger)
     assert checks.check_capture_triggers(databases=["default"]) == []
+
+
+def test_secret_looking_keys_inside_a_json_column_are_not_sent(relayed):
+    Captured.objects.create(json={"n": 1, "nested": {"api_key": "k", "m": 2}})
+    [sent] = relayed()
+    assert sent.get_data()["data"]["json"] == {"n": 1, "nested": {"m": 2}}
