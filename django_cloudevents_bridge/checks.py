@@ -309,6 +309,14 @@ def _capture_errors(model: Any, label: str, options: dict[str, Any]) -> list[Any
             errors.append(
                 _model_error(f"{key!r} does not apply to capture 'trigger'", label)
             )
+    if _connected_by_hand(model):
+        errors.append(
+            _model_error(
+                "send_cloudevent is also connected to it by hand: with capture "
+                "'trigger' each change would be sent twice (disconnect it)",
+                label,
+            )
+        )
     reason = capture.unfit(model)
     if reason is not None:
         errors.append(
@@ -327,6 +335,19 @@ def _capture_errors(model: Any, label: str, options: dict[str, Any]) -> list[Any
             )
         )
     return errors
+
+
+def _connected_by_hand(model: Any) -> bool:
+    """True if ``send_cloudevent`` is connected to one of the model's signals."""
+    from .emit.sources import send_cloudevent
+
+    # A receiver's key in Signal.receivers: (id(function), id(sender)).
+    wanted = (id(send_cloudevent), id(model))
+    return any(
+        entry[0] == wanted
+        for signal in SIGNALS.values()
+        for entry in getattr(signal, "receivers", ())
+    )
 
 
 def _model_error(message: str, label: str | None) -> Error:

@@ -254,9 +254,13 @@ def test_trigger_capture_on_sqlite_is_an_error(settings):
 def test_trigger_capture_on_postgresql_is_clean_unless_it_cannot_work(settings):
     settings.CLOUDEVENTS_MODELS = {"testapp.Tag": {"capture": "trigger"}}
     assert bridge_checks.check_models() == []
+    # Question is connected by hand (testapp/models.py): it would be sent twice.
+    settings.CLOUDEVENTS_MODELS = {"testapp.Question": {"capture": "trigger"}}
+    [error] = bridge_checks.check_models()
+    assert "each change would be sent twice" in error.msg
     settings.CLOUDEVENTS_MODELS = {
         "testapp.Tag": {"capture": "trigger", "data": "tests.testapp.models.x"},
-        "testapp.Question": {"capture": "trigger", "signals": ["post_save"]},
+        "testapp.Choice": {"capture": "trigger", "signals": ["post_save"]},
         "django_cloudevents_bridge.OutboxEvent": {"capture": "trigger"},
         "testapp.Article_tags": {"capture": "trigger"},
     }
