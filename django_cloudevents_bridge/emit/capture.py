@@ -381,6 +381,37 @@ def drop_sql(trigger: CaptureTrigger, table: str, qn: Any) -> str:
     return ";\n".join(statements)
 
 
+def after_migrate(sender: Any, using: str = DEFAULT_DB_ALIAS, **kwargs: Any) -> None:
+    """``post_migrate``: the capture functions of deleted models go too."""
+    drop_orphans(using)
+
+
+def drop_orphans(using: str) -> list[str]:
+    """Drop capture functions no trigger uses any more; their names.
+
+    ``DeleteModel`` drops a captured model's table, and its triggers with it,
+    but not their functions (a constraint is not removed from a deleted model).
+    Run after ``migrate`` (``post_migrate``). A function a later migration needs
+    again is made again (``CREATE OR REPLACE``).
+    """
+    connection = connections[using]
+    if connection.vendor != "postgresql":
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT p.proname FROM pg_proc p WHERE p.proname LIKE %s AND "
+            "pg_function_is_visible(p.oid) AND p.prorettype = 'trigger'::regtype "
+            "AND NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgfoid = p.oid) "
+            "ORDER BY p.proname",
+            ["dce\\_capture\\_%"],
+        )
+        names = [name for (name,) in cursor.fetchall()]
+        for name in names:
+            quoted = connection.ops.quote_name(name)
+            cursor.execute(f"DROP FUNCTION IF EXISTS {quoted}()")
+    return names
+
+
 def _text(value: str) -> str:
     """A SQL string literal (names come from models, but quote them anyway)."""
     return "'" + value.replace("'", "''") + "'"

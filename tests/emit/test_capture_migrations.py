@@ -278,3 +278,11 @@ def test_a_renamed_model_and_a_new_column_name_keep_their_triggers(project):
     assert document["model"] == "shop.purchase"
     assert document["data"] == {"id": 1, "number": "P", "total": "2.00", "note": ""}
     assert "W007" not in project.run("check", "--database", "default", models=purchases)
+
+
+def test_a_deleted_model_leaves_no_capture_function(project):
+    project.migrate(TRIGGERED)
+    assert len(project.functions()) == 3
+    (project.path / "shop" / "models.py").write_text("")
+    assert "DeleteModel" in project.migrate({})
+    assert project.functions() == []
