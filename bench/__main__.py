@@ -84,6 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=("binary", "batched"),
         help="only cProfile one relay drain (the last database) and print the stats",
     )
+    parser.add_argument(
+        "--capture-only",
+        action="store_true",
+        help="only the trigger-capture section (PostgreSQL)",
+    )
     args = parser.parse_args(argv)
     started = time.monotonic()
 
@@ -99,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from django.db import connections
 
         # These import models: only once Django is set up.
-        from bench import emit, latency, relay
+        from bench import capture, emit, latency, relay
 
         try:
             header = versions(aliases)
@@ -115,6 +120,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
                 )
                 return 0
+            if args.capture_only:
+                lines, ok = capture.main(args.rounds, args.ops, server), True
+                print(header)
+                print("\n".join(lines))
+                return 0
             lines, ok = emit.main(
                 aliases,
                 server,
@@ -123,6 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 skipped=problem and f"skipped: PostgreSQL unavailable ({problem})",
             )
             lines.append(f"(emit section: {time.monotonic() - started:.0f} s)")
+            if settings.POSTGRES in aliases:
+                section = time.monotonic()
+                lines += capture.main(args.rounds, args.ops, server)
+                lines.append(f"(capture section: {time.monotonic() - section:.0f} s)")
             section = time.monotonic()
             more, relayed = relay.main(
                 aliases, server, args.relay_rounds, args.relay_events

@@ -14,6 +14,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "emit": "",  # the emit package, callable as emit(events): see emit/__init__.py
     "BaseHandler": ".emit.handlers",
+    "CapturingManager": ".emit.bulk",
+    "CapturingQuerySet": ".emit.bulk",
     "DeliveryError": ".exceptions",
     "send_cloudevent": ".emit.sources",
     "register_group_handler": ".targets.groups",
@@ -30,6 +32,8 @@ _EXPORTS = {
 __all__ = [
     "BaseEvent",
     "BaseHandler",
+    "CapturingManager",
+    "CapturingQuerySet",
     "DeliveryError",
     "EventNotFound",
     "ValidationError",
@@ -46,6 +50,7 @@ __all__ = [
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .emit import emit
+    from .emit.bulk import CapturingManager, CapturingQuerySet
     from .emit.handlers import BaseHandler
     from .emit.sources import send_cloudevent
     from .exceptions import DeliveryError, EventNotFound, ValidationError

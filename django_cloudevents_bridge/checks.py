@@ -11,10 +11,11 @@ from urllib.parse import urlsplit
 from django.apps import apps
 from django.core.checks import Error, Tags, Warning, register
 from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
-from django.db import DatabaseError, connections
+from django.db import DatabaseError, connections, router
 from django.urls import URLResolver, get_resolver
 
 from . import conf, events
+from .emit import capture
 from .emit.handlers import SHORT_NAMES, get_handler
 from .emit.handlers import http as http_handler
 from .emit.sources import MODEL_OPTIONS, SIGNALS, data_function
@@ -103,7 +104,7 @@ def check_outbox(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     for key, value in configured.items():
         if key == "LOCK_TIMEOUT" and value is None:
             continue  # no bound
-        if key in conf.OUTBOX_DEFAULTS and key != "BACKGROUND":
+        if key in conf.OUTBOX_DEFAULTS and key not in ("BACKGROUND", "RELAY"):
             if isinstance(value, bool) or not isinstance(value, int | float):
                 errors.append(_outbox_error(f"{key} must be a number"))
             elif value <= 0:
@@ -115,6 +116,30 @@ def check_outbox(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                         f"{conf.LOCK_TIMEOUT_MAX} (PostgreSQL's limit)"
                     )
                 )
+    if configured.get("RELAY", True) is not True:
+        errors += _without_relay(configured)
+    return errors
+
+
+def _without_relay(configured: dict[str, Any]) -> list[Error]:
+    """``RELAY`` False: what needs a relay must be off."""
+    if configured["RELAY"] is not False:
+        return [_outbox_error("RELAY must be True or False")]
+    errors = []
+    if configured.get("BACKGROUND"):
+        errors.append(_outbox_error("BACKGROUND sends events: it needs RELAY True"))
+    if conf.delivery() != "outbox":
+        errors.append(
+            _outbox_error("RELAY False needs CLOUDEVENTS_DELIVERY 'outbox' (rows)")
+        )
+    captured = sorted(model._meta.label for model, _ in capture.captured_models())
+    if captured:
+        errors.append(
+            _outbox_error(
+                "RELAY False: the relay completes the rows of trigger capture "
+                f"({', '.join(captured)}); capture them with signals"
+            )
+        )
     return errors
 
 
@@ -155,6 +180,58 @@ def check_relay(
                     obj=f"DATABASES[{alias!r}]",
                 )
             )
+    return found
+
+
+@register(Tags.database)
+def check_capture_triggers(
+    app_configs: Any = None, databases: Sequence[str] | None = None, **kwargs: Any
+) -> list[Any]:
+    """Trigger-captured models have their triggers, as the settings give them.
+
+    Asked with ``databases`` only (``check --database``, ``migrate``). A model
+    whose app has migrations left to apply is not looked at: ``migrate`` is
+    about to install its triggers.
+    """
+    from django.db.migrations.loader import MigrationLoader
+
+    found = []
+    for alias in databases or ():
+        connection = connections[alias]
+        if connection.vendor != "postgresql":
+            continue  # E012 says it
+        models = [
+            (model, options)
+            for model, options in capture.captured_models()
+            if router.db_for_write(model) == alias
+        ]
+        if not models:
+            continue
+        try:
+            loader = MigrationLoader(connection, ignore_no_migrations=True)
+            waiting = {
+                app
+                for app, name in loader.graph.leaf_nodes()
+                if (app, name) not in loader.applied_migrations
+            }
+            for model, options in models:
+                if model._meta.app_label in waiting:
+                    continue
+                trigger = capture.trigger_for(model, options)
+                wrong = capture.problems(trigger, alias)
+                if wrong:
+                    found.append(
+                        Warning(
+                            f"CLOUDEVENTS_MODELS[{model._meta.label!r}]: the capture "
+                            f"triggers on {alias!r} are not as the settings ask: "
+                            f"{'; '.join(wrong)}. Its changes are not all captured.",
+                            hint="Run manage.py makemigrations, then migrate.",
+                            id=f"{ID}.W009",
+                            obj=f"CLOUDEVENTS_MODELS[{model._meta.label!r}]",
+                        )
+                    )
+        except DatabaseError:
+            continue  # Django's own database checks report a database they cannot use
     return found
 
 
@@ -203,6 +280,10 @@ def check_models(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                     model._meta.get_field(field)
                 except FieldDoesNotExist:
                     errors.append(_model_error(f"{key}: no field {field!r}", label))
+        errors.extend(_capture_errors(model, label, options))
+        for key in ("changed_fields", "previous_values"):
+            if not isinstance(options.get(key, False), bool):
+                errors.append(_model_error(f"{key} must be True or False", label))
         if options.get("data") is not None:
             try:
                 function = data_function(options["data"])
@@ -212,6 +293,61 @@ def check_models(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 if not callable(function):
                     errors.append(_model_error("data must be callable", label))
     return errors
+
+
+def _capture_errors(model: Any, label: str, options: dict[str, Any]) -> list[Any]:
+    """A ``capture`` option names a mode, and trigger capture can work for the model."""
+    mode = options.get("capture", capture.SIGNALS)
+    if mode not in capture.CAPTURE_MODES:
+        modes = " or ".join(repr(name) for name in capture.CAPTURE_MODES)
+        return [_model_error(f"capture must be {modes}, not {mode!r}", label)]
+    if mode != capture.TRIGGER:
+        return []
+    errors = []
+    for key in ("signals", "data"):
+        if key in options:
+            errors.append(
+                _model_error(f"{key!r} does not apply to capture 'trigger'", label)
+            )
+    if _connected_by_hand(model):
+        errors.append(
+            _model_error(
+                "send_cloudevent is also connected to it by hand: with capture "
+                "'trigger' each change would be sent twice (disconnect it)",
+                label,
+            )
+        )
+    reason = capture.unfit(model)
+    if reason is not None:
+        errors.append(
+            _model_error(f"capture 'trigger' cannot capture it: {reason}", label)
+        )
+    alias = router.db_for_write(model)
+    vendor = connections[alias].vendor
+    if vendor != "postgresql":
+        errors.append(
+            Error(
+                f"CLOUDEVENTS_MODELS[{label!r}]: capture 'trigger' needs PostgreSQL; "
+                f"the database {alias!r} is {vendor}.",
+                hint='Use "capture": "signals" (the default) on this database.',
+                id=f"{ID}.E012",
+                obj=f"CLOUDEVENTS_MODELS[{label!r}]",
+            )
+        )
+    return errors
+
+
+def _connected_by_hand(model: Any) -> bool:
+    """True if ``send_cloudevent`` is connected to one of the model's signals."""
+    from .emit.sources import send_cloudevent
+
+    # A receiver's key in Signal.receivers: (id(function), id(sender)).
+    wanted = (id(send_cloudevent), id(model))
+    return any(
+        entry[0] == wanted
+        for signal in SIGNALS.values()
+        for entry in getattr(signal, "receivers", ())
+    )
 
 
 def _model_error(message: str, label: str | None) -> Error:

@@ -159,6 +159,9 @@ OUTBOX_DEFAULTS: dict[str, Any] = {
     # Off: the request path writes the row and nothing else; the relay sends.
     "BACKGROUND": False,
     "LOCK_TIMEOUT": 5.0,  # seconds save() waits for a lock on the outbox table
+    # False: no relay runs; a change-data-capture reader (Debezium's outbox event
+    # router) reads the rows, and purge deletes every row older than RETENTION.
+    "RELAY": True,
 }
 # PostgreSQL's largest lock_timeout (INT_MAX milliseconds): it refuses more.
 LOCK_TIMEOUT_MAX = 2147483.647

@@ -230,3 +230,49 @@ def test_deferred_replies_without_a_sink_warn(settings, monkeypatch):
     settings.CLOUDEVENTS_RECEIVER = {"MODE": "inline"}
     monkeypatch.delenv("K_SINK")
     assert bridge_checks.check_deferred() == []
+
+
+def test_capture_option_names_a_mode(settings):
+    settings.CLOUDEVENTS_MODELS = {"testapp.Tag": {"capture": "triggers"}}
+    [error] = bridge_checks.check_models()
+    assert error.id == "cloudevents_bridge.E005"
+    assert "capture must be 'signals' or 'trigger', not 'triggers'" in error.msg
+
+
+@pytest.mark.sqlite_only
+def test_trigger_capture_on_sqlite_is_an_error(settings):
+    settings.CLOUDEVENTS_MODELS = {"testapp.Tag": {"capture": "trigger"}}
+    [error] = bridge_checks.check_models()
+    assert error.id == "cloudevents_bridge.E012"
+    assert "needs PostgreSQL; the database 'default' is sqlite" in error.msg
+    assert "SystemCheckError" in repr(
+        pytest.raises(SystemCheckError, call_command, "check")
+    )
+
+
+@pytest.mark.postgres
+def test_trigger_capture_on_postgresql_is_clean_unless_it_cannot_work(settings):
+    settings.CLOUDEVENTS_MODELS = {"testapp.Tag": {"capture": "trigger"}}
+    assert bridge_checks.check_models() == []
+    # Question is connected by hand (testapp/models.py): it would be sent twice.
+    settings.CLOUDEVENTS_MODELS = {"testapp.Question": {"capture": "trigger"}}
+    [error] = bridge_checks.check_models()
+    assert "each change would be sent twice" in error.msg
+    settings.CLOUDEVENTS_MODELS = {
+        "testapp.Tag": {"capture": "trigger", "data": "tests.testapp.models.x"},
+        "testapp.Choice": {"capture": "trigger", "signals": ["post_save"]},
+        "django_cloudevents_bridge.OutboxEvent": {"capture": "trigger"},
+        "testapp.Article_tags": {"capture": "trigger"},
+    }
+    messages = [m.msg for m in bridge_checks.check_models()]
+    assert set(ids(bridge_checks.check_models())) == {"cloudevents_bridge.E005"}
+    for text in (
+        "'data' does not apply to capture 'trigger'",
+        "'signals' does not apply to capture 'trigger'",
+    ):
+        assert any(text in message for message in messages), text
+    for text in (
+        "cannot capture it: the bridge's own tables are never captured",
+        "cannot capture it: an auto-created many-to-many through model",
+    ):
+        assert any(text in message for message in messages), text

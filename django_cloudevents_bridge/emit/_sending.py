@@ -17,6 +17,7 @@ from ..bindings import jsonformat
 from ..exceptions import DeliveryError
 from ..models import OutboxEvent
 from ..redact import redact
+from . import capture
 from .handlers import BaseHandler
 
 logger = logging.getLogger("django_cloudevents_bridge")
@@ -52,8 +53,11 @@ def send_group(handler: BaseHandler, group: list[OutboxEvent]) -> Outcome:
                 len(group) - start,
             )
             return Outcome(sent, untried=chunk + rest)
+        documents, broken = stored_documents(chunk)
+        if broken is not None:  # send the rows before it, then report it
+            chunk, rest = chunk[: len(documents)], chunk[len(documents) :] + rest
         try:
-            done = send_stored(handler, [row.event for row in chunk])
+            done = send_stored(handler, documents) if documents else 0
         except DeliveryError as err:
             # Those before the failed attempt went out; those in it (one
             # event, or one request of a batch) failed; the rest were not
@@ -72,7 +76,30 @@ def send_group(handler: BaseHandler, group: list[OutboxEvent]) -> Outcome:
             error = DeliveryError(reason)
             return Outcome(sent, chunk[:1], error, chunk[1:] + rest)
         sent += chunk[:done]
+        if broken is not None:
+            return Outcome(sent, rest[:1], broken, rest[1:])
     return Outcome(sent)
+
+
+def stored_documents(rows: list[OutboxEvent]) -> tuple[list[str], DeliveryError | None]:
+    """The rows' events as sent: a captured row's made by ``capture.document``.
+
+    Stops at the first captured row that cannot become an event (its model is
+    gone, say): the documents before it, and a permanent error for it (the row
+    is parked with the reason; retrying would not help).
+    """
+    documents = []
+    for row in rows:
+        if not capture.is_captured(row):
+            documents.append(row.event)
+            continue
+        try:
+            documents.append(capture.document(row))
+        except Exception as err:
+            reason = redact(f"not a CloudEvent: {type(err).__name__}: {err}")
+            logger.exception("Captured outbox row %s: %s", row.pk, reason)
+            return documents, DeliveryError(reason, permanent=True)
+    return documents, None
 
 
 def send_stored(handler: BaseHandler, documents: list[str]) -> int:

@@ -272,14 +272,20 @@ def _insert_sql(using: str, returning: bool, claimed: bool = False) -> str:
 
 
 def prune(using: str = DEFAULT_DB_ALIAS, older_than: float | None = None) -> int:
-    """Delete delivered rows older than ``older_than`` seconds (default RETENTION)."""
-    seconds = conf.outbox()["RETENTION"] if older_than is None else older_than
+    """Delete delivered rows older than ``older_than`` seconds (default RETENTION).
+
+    Without a relay (``RELAY`` False: a CDC reader took each row when it was
+    written), every row older than that, whatever its status.
+    """
+    options = conf.outbox()
+    seconds = options["RETENTION"] if older_than is None else older_than
     cutoff = timezone.now() - timedelta(seconds=seconds)
-    deleted, _ = (
-        OutboxEvent.objects.using(using)
-        .filter(status=OutboxEvent.Status.DELIVERED, delivered_at__lt=cutoff)
-        .delete()
-    )
+    rows = OutboxEvent.objects.using(using)
+    if options["RELAY"]:
+        rows = rows.filter(status=OutboxEvent.Status.DELIVERED, delivered_at__lt=cutoff)
+    else:
+        rows = rows.filter(created_at__lt=cutoff)
+    deleted, _ = rows.delete()
     return deleted
 
 
@@ -319,9 +325,12 @@ def health(using: str = DEFAULT_DB_ALIAS) -> dict[str, float | None]:
 
 
 def waiting(found: dict[str, Any]) -> str | None:
-    """What to say when events wait for minutes and no relay was seen lately."""
+    """What to say when events wait for minutes and no relay was seen lately
+    (nothing without a relay: ``RELAY`` False)."""
     age, seen = found["oldest_pending_age"], found["relay_last_seen_age"]
     if age is None or age < STALE or (seen is not None and seen < RELAY_GONE):
+        return None
+    if not conf.outbox()["RELAY"]:
         return None
     last = (
         "no relay is running" if seen is None else f"a relay was last seen {_ago(seen)}"

@@ -116,6 +116,20 @@ def _read_back(
     }
 
 
+def plan_for(
+    model: type[models.Model], options: dict[str, Any]
+) -> tuple[tuple[str, Any, Converter], ...]:
+    """The fields a ``CLOUDEVENTS_MODELS`` entry sends, as ``(name, field,
+    converter)``: its ``fields`` and ``exclude``, and never what looks secret."""
+    fields = options.get("fields")
+    return _plan(
+        model,
+        None if fields is None else tuple(fields),
+        tuple(options.get("exclude", ())),
+        conf.sensitive_fields(),
+    )
+
+
 @functools.lru_cache(maxsize=1024)
 def _plan(
     model: type[models.Model],

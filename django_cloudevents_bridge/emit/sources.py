@@ -12,7 +12,7 @@ from django.db.models.signals import ModelSignal, m2m_changed, post_delete, post
 from django.utils.module_loading import import_string
 
 from .. import conf, events
-from . import emit, serialize, transaction_aborted
+from . import changes, emit, serialize, transaction_aborted
 
 logger = logging.getLogger("django_cloudevents_bridge")
 
@@ -22,7 +22,11 @@ SIGNALS: dict[str, ModelSignal] = {
     "m2m_changed": m2m_changed,
 }
 DEFAULT_SIGNALS = ("post_save", "post_delete")
-MODEL_OPTIONS = frozenset(("signals", "fields", "exclude", "data"))
+MODEL_OPTIONS = frozenset(("signals", "fields", "exclude", "data")) | {
+    "capture",  # emit/capture.py
+    "changed_fields",  # emit/changes.py
+    "previous_values",
+}
 # m2m_changed fires for pre_* actions too; only the post_* ones describe a change.
 M2M_ACTIONS = frozenset(("post_add", "post_remove", "post_clear"))
 APP_LABEL = "django_cloudevents_bridge"
@@ -86,6 +90,8 @@ def from_signal(sender: Any, **kwargs: Any) -> events.CloudEvent | None:
         data = {opts.pk.name: serialize.to_json_safe(instance.pk)}
     else:
         data = model_data(instance, signal_kwargs)
+    # "changed_fields" / "previous_values" of an update, where the model asks.
+    changed = changes.of(instance, data, signal_kwargs) if name == "post_save" else {}
     return events.new(
         f"django.orm.{name}",
         subject=f"DCE:{opts.app_label}.{opts.model_name}/{instance.pk}",
@@ -94,6 +100,7 @@ def from_signal(sender: Any, **kwargs: Any) -> events.CloudEvent | None:
             "data": data,
             "signal_kwargs": signal_kwargs,
             "db_table": opts.db_table,
+            **changed,
         },
     )
 
@@ -121,6 +128,8 @@ def connect_models() -> None:
     by hand, or a second call, never sends an event twice.
     """
     for label, options in conf.models().items():
+        if (options or {}).get("capture") == "trigger":
+            continue  # its database triggers write the events (capture.py)
         try:
             model = apps.get_model(label)
         except (LookupError, ValueError):

@@ -22,6 +22,7 @@ from tests.testapp.models import (
     PostgresStoredForm,
     Question,
     Tag,
+    every_value,
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -34,35 +35,8 @@ def test_every_field_type_round_trips_through_json(sent_events, tmp_path, settin
     )
     article = Article.objects.create(title="a")
     tag = Tag.objects.create(name="t")
-    token = uuid.uuid4()
-    row = Everything(
-        char="ü",
-        text="line\nbreak",
-        slug="a-slug",
-        email="a@example.com",
-        url="https://example.com/",
-        integer=-5,
-        big=2**62,
-        small=7,
-        positive=8,
-        positive_big=2**40,
-        positive_small=9,
-        floating=1.5,
-        decimal=decimal.Decimal("12345678.1234"),
-        boolean=True,
-        nullable_boolean=None,
-        date=datetime.date(2026, 2, 3),
-        datetime=datetime.datetime(2026, 2, 3, 4, 5, 6, 789000, tzinfo=datetime.UTC),
-        time=datetime.time(4, 5, 6),
-        duration=datetime.timedelta(days=1, seconds=2, microseconds=3),
-        uuid=token,
-        json={"nested": [1, "two", None], "n": 1.5},
-        binary=b"\x00\xffbytes",
-        ip="2001:db8::1",
-        question=question,
-        article=article,
-        tag=tag,
-    )
+    values = every_value()
+    row = Everything(**values, question=question, article=article, tag=tag)
     row.file.save("hello.txt", ContentFile(b"hi"), save=False)
     sent_events.clear()
     row.save()
@@ -91,7 +65,7 @@ def test_every_field_type_round_trips_through_json(sent_events, tmp_path, settin
         "datetime": "2026-02-03T04:05:06.789000Z",
         "time": "04:05:06",
         "duration": "P1DT00H00M02.000003S",
-        "uuid": str(token),
+        "uuid": str(values["uuid"]),
         "json": {"nested": [1, "two", None], "n": 1.5},
         "binary": base64.b64encode(b"\x00\xffbytes").decode(),
         "file": row.file.name,

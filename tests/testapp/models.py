@@ -1,5 +1,7 @@
 """Source models for the tests: the tutorial's polls plus every field type."""
 
+import datetime
+import decimal
 import uuid
 
 from django.contrib.postgres.fields import (
@@ -12,7 +14,7 @@ from django.contrib.postgres.fields import (
 from django.db import models
 from django.db.models.signals import m2m_changed, post_delete, post_save
 
-from django_cloudevents_bridge import send_cloudevent
+from django_cloudevents_bridge import CapturingManager, send_cloudevent
 
 
 class Question(models.Model):
@@ -79,7 +81,7 @@ def summary_data(instance: Summary, signal_kwargs: dict) -> dict:
     return {"title": instance.title.upper(), "length": len(instance.body)}
 
 
-class Everything(models.Model):
+class EveryFieldType(models.Model):
     """One of every field type Django ships (outside contrib.postgres and gis)."""
 
     char = models.CharField(max_length=20, blank=True)
@@ -113,6 +115,11 @@ class Everything(models.Model):
     tag = models.ForeignKey(Tag, null=True, on_delete=models.SET_NULL)
 
     class Meta:
+        abstract = True
+
+
+class Everything(EveryFieldType):
+    class Meta:
         verbose_name_plural = "everything"
 
     def __str__(self) -> str:
@@ -120,6 +127,37 @@ class Everything(models.Model):
 
 
 post_save.connect(send_cloudevent, sender=Everything)
+
+
+def every_value() -> dict:
+    """A value for each of EveryFieldType's own fields (not its links)."""
+    return {
+        "char": "ü",
+        "text": "line\nbreak",
+        "slug": "a-slug",
+        "email": "a@example.com",
+        "url": "https://example.com/",
+        "integer": -5,
+        "big": 2**62,
+        "small": 7,
+        "positive": 8,
+        "positive_big": 2**40,
+        "positive_small": 9,
+        "floating": 1.5,
+        "decimal": decimal.Decimal("12345678.1234"),
+        "boolean": True,
+        "nullable_boolean": None,
+        "date": datetime.date(2026, 2, 3),
+        "datetime": datetime.datetime(2026, 2, 3, 4, 5, 6, 789000, tzinfo=datetime.UTC),
+        "time": datetime.time(4, 5, 6),
+        "duration": datetime.timedelta(days=1, seconds=2, microseconds=3),
+        "uuid": uuid.uuid4(),
+        "json": {"nested": [1, "two", None], "n": 1.5},
+        "binary": b"\x00\xffbytes",
+        "ip": "2001:db8::1",
+    }
+
+
 m2m_changed.connect(send_cloudevent, sender=Article.tags.through)
 
 
@@ -162,3 +200,65 @@ class PostgresStoredForm(models.Model):
 
 
 post_save.connect(send_cloudevent, sender=PostgresStoredForm)
+
+
+class CapturedParent(models.Model):
+    name = models.CharField(max_length=20, blank=True)
+
+    class Meta:
+        required_db_vendor = "postgresql"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Captured(EveryFieldType):
+    """Captured by database triggers (tests/settings.py, on PostgreSQL only).
+
+    Every field type, PostgreSQL's own, a secret-looking column, an excluded one,
+    and a parent whose deletion cascades.
+    """
+
+    # Links to models of every database: nothing done when those rows go (on
+    # SQLite, where this model has no table, a cascade would query it).
+    question = models.ForeignKey(
+        Question, models.DO_NOTHING, null=True, db_constraint=False, related_name="+"
+    )
+    article = models.OneToOneField(
+        Article, models.DO_NOTHING, null=True, db_constraint=False, related_name="+"
+    )
+    tag = models.ForeignKey(
+        Tag, models.DO_NOTHING, null=True, db_constraint=False, related_name="+"
+    )
+    parent = models.ForeignKey(CapturedParent, null=True, on_delete=models.CASCADE)
+    api_token = models.CharField(max_length=64, blank=True)
+    notes = models.TextField(blank=True)  # excluded in the settings
+    decimals = ArrayField(
+        models.DecimalField(max_digits=6, decimal_places=2), null=True
+    )
+    integers = IntegerRangeField(null=True)
+    moments = DateTimeRangeField(null=True)
+    doubled = models.GeneratedField(
+        expression=models.F("integer") * 2,
+        output_field=models.IntegerField(),
+        db_persist=True,
+    )
+
+    class Meta:
+        required_db_vendor = "postgresql"
+
+    def __str__(self) -> str:
+        return f"captured {self.pk}"
+
+
+class Entry(models.Model):
+    """Bulk writes emit events (CapturingManager; tests/settings.py registers it)."""
+
+    title = models.CharField(max_length=50)
+    amount = models.DecimalField(max_digits=8, decimal_places=2, default=0)
+    secret_key = models.CharField(max_length=50, blank=True)
+
+    objects = CapturingManager()
+
+    def __str__(self) -> str:
+        return self.title

@@ -49,6 +49,11 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         settings = conf.outbox()
+        if not settings["RELAY"]:
+            raise CommandError(
+                "CLOUDEVENTS_OUTBOX['RELAY'] is False: the outbox is read by change "
+                "data capture (Debezium), not sent by a relay (nothing sent)"
+            )
         for key in ("batch_size", "concurrency", "interval"):
             if options[key] is not None:
                 name = "POLL_INTERVAL" if key == "interval" else key.upper()
