@@ -16,6 +16,9 @@ class CloudEventsBridgeConfig(AppConfig):
 
         connect_models()
         autodiscover()
+        # After named events: the watch target runs after their handlers.
+        from .targets import watches  # noqa: F401  (registers the watch target)
+
         setting_changed.connect(reset_handler, dispatch_uid="cloudevents_bridge.reset")
         # The receiver answers without its trailing slash too (middleware.py).
         request_started.connect(

@@ -232,3 +232,19 @@ def tasks_configured() -> bool:
 def silenced_checks() -> list[str]:
     """Django's ``SILENCED_SYSTEM_CHECKS`` (what the bridge's own logs respect too)."""
     return list(_setting("SILENCED_SYSTEM_CHECKS", None) or [])
+
+
+# CLOUDEVENTS_NOTIFICATIONS: the notification layer's settings (one key a line).
+NOTIFICATIONS_DEFAULTS: dict[str, Any] = {
+    "BASE_URL": None,  # the site's absolute URL, for links in mails: "https://..."
+    "ACTIVATION_MAX_AGE": 3 * 24 * 3600,  # seconds an activation link works
+    "ACTIVATION_RATE": (3, 3600),  # activation mails per address, per seconds
+    "PENDING_WATCH_DAYS": 7,  # unconfirmed anonymous watches are purged after
+    "EMAIL_VERIFIED": None,  # dotted path of f(user) -> bool, for claim_watches
+}
+
+
+def notifications() -> dict[str, Any]:
+    """``CLOUDEVENTS_NOTIFICATIONS`` over its defaults (NOTIFICATIONS_DEFAULTS)."""
+    configured = _setting("CLOUDEVENTS_NOTIFICATIONS", None) or {}
+    return {**NOTIFICATIONS_DEFAULTS, **configured}

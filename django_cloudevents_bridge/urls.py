@@ -5,6 +5,7 @@ from django.urls import path, re_path
 from .receive.pubsub_push import PubSubPushView
 from .receive.views import ReceiverView
 from .targets.named import LogView
+from .watches.activation import ActivateView
 
 app_name = "cloudevents"
 
@@ -13,4 +14,9 @@ urlpatterns = [
     path("pubsub/", PubSubPushView.as_view(), name="pubsub"),
     # <prefix>/log as documented, and log/ like the other two.
     re_path(r"^log/?\Z", LogView.as_view(), name="log"),
+    path(
+        "watches/activate/<str:signed>/",
+        ActivateView.as_view(),
+        name="watch-activate",
+    ),
 ]
