@@ -114,10 +114,13 @@ def test_activation_mails_are_rate_limited_per_address(
 
 
 def test_no_mail_when_the_transaction_rolls_back(django_capture_on_commit_callbacks):
-    with django_capture_on_commit_callbacks(execute=True):
-        with pytest.raises(RuntimeError), transaction.atomic():
-            EditInLanguage.notify(ADDRESS)
-            raise RuntimeError
+    with (
+        django_capture_on_commit_callbacks(execute=True),
+        pytest.raises(RuntimeError),
+        transaction.atomic(),
+    ):
+        EditInLanguage.notify(ADDRESS)
+        raise RuntimeError
     assert mail.outbox == [] and not Watch.objects.exists()
 
 
