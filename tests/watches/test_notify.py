@@ -191,3 +191,23 @@ def test_long_keys_fit_the_index(user):
     watch = Priced.notify(user, sku=long)
     assert Priced.is_notifying(user, sku=long)
     assert len(watch.key_digest) == 64
+
+
+def test_admin_lists_and_edits_only_the_flag(admin_client, user):
+    watch = EditInLanguage.notify(user, language="de")
+    listing = admin_client.get("/admin/django_cloudevents_bridge/watch/")
+    assert listing.status_code == 200 and f"user:{user.pk}".encode() in listing.content
+    page = admin_client.get(
+        f"/admin/django_cloudevents_bridge/watch/{watch.pk}/change/"
+    )
+    assert page.status_code == 200 and b"secret_digest" not in page.content
+    assert (
+        admin_client.get("/admin/django_cloudevents_bridge/watch/add/").status_code
+        == 403
+    )
+    done = admin_client.post(
+        "/admin/django_cloudevents_bridge/watch/",
+        {"action": "deactivate", "_selected_action": [watch.pk]},
+    )
+    assert done.status_code == 302
+    assert not Watch.objects.get().active
