@@ -53,6 +53,7 @@ typecheck: install  ## mypy on the package
 bench: install  ## measured ratios, side by side in one run (see README, Performance)
 	$(BIN)/python -m bench $(ARGS)
 	$(BIN)/python -m bench.receive
+	$(BIN)/python -m bench.watches
 
 build: install  ## sdist and wheel into dist/
 	$(BIN)/python -m pip wheel --no-deps -w dist .

@@ -95,6 +95,7 @@ def matching(digests: Iterable[str]) -> QuerySet[Watch]:
     )
     return (
         watches.select_related("user")
+        .defer("key", "secret_digest", "user__password")  # not needed, not loaded
         .annotate(address=address)
         .filter(address__isnull=False)  # nowhere to send to
         .order_by("address", F("user_id").asc(nulls_last=True), "id")
