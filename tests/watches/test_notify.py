@@ -211,3 +211,27 @@ def test_admin_lists_and_edits_only_the_flag(admin_client, user):
     )
     assert done.status_code == 302
     assert not Watch.objects.get().active
+
+
+def test_system_check_names_bad_watch_classes_and_settings(settings):
+    from django_cloudevents_bridge.checks import check_watches
+
+    assert check_watches() == []
+
+    class Broken(InstanceWatchEvent):
+        event_type = "tests.broken"
+        content_type = "testapp.Nothing"
+
+    try:
+        settings.CLOUDEVENTS_NOTIFICATIONS = {
+            "ACTIVATION_RATE": 3,
+            "PENDING_WATCH_DAYS": -1,
+        }
+        found = check_watches()
+    finally:
+        unregister(Broken)
+    assert [(m.id, m.obj) for m in found] == [
+        ("cloudevents_bridge.E010", Broken.label()),
+        ("cloudevents_bridge.E010", "CLOUDEVENTS_NOTIFICATIONS"),
+        ("cloudevents_bridge.E010", "CLOUDEVENTS_NOTIFICATIONS"),
+    ]

@@ -186,3 +186,31 @@ def test_model_events_match_instance_watches_on_uuid_keys(
     finally:
         unregister(ArticleSaved)
     assert list(recipients(ledger)) == [f"user:{ann.pk}"]
+
+
+def test_an_event_about_a_child_reaches_the_watchers_of_its_parent(
+    sent_events, ledger, settings, question
+):
+    """tidings' container pattern: a choice saved, its question's watchers told
+    (the question's key is the model field ``question`` of the choice's data)."""
+
+    class QuestionActivity(InstanceWatchEvent):
+        event_type = "django.orm.post_save"
+        content_type = Question
+
+    settings.CLOUDEVENTS_RECEIVER = {"MODE": "inline", "TASK_BACKEND": False}
+    try:
+        ann = get_user_model().objects.create_user("ann", "ann@example.org", "x")
+        QuestionActivity.notify(ann, question)
+        other = Question.objects.create(question_text="other", pub_date=timezone.now())
+        sent_events.clear()
+        question.choice_set.create(choice_text="yes")
+        other.choice_set.create(choice_text="no")
+        [mine, theirs] = sent_events
+        assert mine.get_data()["data"]["question"] == question.pk
+        assert receive(mine) == 202 and receive(theirs) == 202
+        assert work.process() == Counter(done=2)
+    finally:
+        unregister(QuestionActivity)
+    [(_, event_id, key, _)] = ledger
+    assert (event_id, key) == (mine.get_id(), f"user:{ann.pk}")
