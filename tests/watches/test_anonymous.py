@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import io
 import re
+import socket
 import time
+from collections.abc import Iterator
 from datetime import timedelta
+from email import message_from_bytes
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -22,6 +25,7 @@ from django_cloudevents_bridge.notifications import tokens
 from django_cloudevents_bridge.targets.watches import unsubscribe
 from django_cloudevents_bridge.watches import claim_watches, keys
 from django_cloudevents_bridge.watches.purge import purge
+from tests.conftest import need
 from tests.testapp.models import Question
 from tests.watches.watchers import EditInLanguage, EditQuestion
 
@@ -201,3 +205,43 @@ def test_unsubscribe_deletes_only_the_recipients_watch():
     unsubscribe({"kind": "watch", "id": anonymous.pk}, f"user:{user.pk}")  # merged
     unsubscribe({"kind": "watch", "id": other.pk}, "email:bob@example.org")
     assert not Watch.objects.exists()
+
+
+@pytest.fixture
+def smtp(settings) -> Iterator[list]:
+    """A real SMTP server on loopback (aiosmtpd); the messages it received."""
+    try:
+        from aiosmtpd.controller import Controller
+    except ImportError:  # pragma: no cover - the test extra installs it
+        need("aiosmtpd", "pip install -e '.[test]'")
+    received: list = []
+
+    class Inbox:
+        async def handle_DATA(self, server, session, envelope) -> str:
+            received.append((envelope.rcpt_tos, message_from_bytes(envelope.content)))
+            return "250 OK"
+
+    with socket.socket() as probe:  # a free port (the controller checks it by name)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    controller = Controller(Inbox(), hostname="127.0.0.1", port=port)
+    controller.start()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST = "127.0.0.1"
+    settings.EMAIL_PORT = port
+    yield received
+    controller.stop()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_activation_over_smtp_and_http(smtp):
+    """The mail goes through a real SMTP server; GET shows, POST activates."""
+    watch = EditInLanguage.notify(ADDRESS, language="de")  # autocommit: sent now
+    [(recipients, message)] = smtp
+    assert recipients == [ADDRESS]
+    body = message.get_payload(decode=True).decode()
+    [path] = re.findall(r"https://example\.test(/\S+)", body)
+    assert client().get(path).status_code == 200
+    assert not Watch.objects.get(pk=watch.pk).active
+    assert client().post(path).status_code == 200
+    assert Watch.objects.get(pk=watch.pk).active
