@@ -24,7 +24,7 @@ from django.db.models.functions import Coalesce, Lower, NullIf, Trim
 from ..events import CloudEvent
 from ..models import Watch
 from . import keys
-from .base import WatchEvent, registered
+from .base import WatchEvent, _user_email, registered
 
 CHUNK = 500  # rows per fetch, and people per mails() call
 
@@ -168,7 +168,3 @@ def mails(
 
 def _address(watch: Any) -> str:
     return str(watch.address)  # annotated by matching()
-
-
-def _user_email(user: Any) -> str:
-    return getattr(user, user.get_email_field_name(), "") or ""
