@@ -27,6 +27,10 @@ _EXPORTS = {
     "ValidationError": ".exceptions",
     "handler": ".targets.named",
     "log": ".targets.named",
+    "WatchEvent": ".watches",
+    "InstanceWatchEvent": ".watches",
+    "EventUnion": ".watches",
+    "claim_watches": ".watches",
 }
 
 __all__ = [
@@ -36,8 +40,12 @@ __all__ = [
     "CapturingQuerySet",
     "DeliveryError",
     "EventNotFound",
+    "EventUnion",
+    "InstanceWatchEvent",
     "ValidationError",
+    "WatchEvent",
     "__version__",
+    "claim_watches",
     "emit",
     "handler",
     "log",
@@ -61,6 +69,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         register_model_event_source,
     )
     from .targets.named import BaseEvent, handler, log
+    from .watches import EventUnion, InstanceWatchEvent, WatchEvent, claim_watches
 
 
 def __getattr__(name: str) -> Any:

@@ -10,7 +10,14 @@ from django.utils import timezone
 from django.utils.timesince import timesince
 
 from .emit.outbox import health, retry, waiting
-from .models import Delivery, OutboxEvent, ReceivedEvent, RelayHeartbeat, TargetRun
+from .models import (
+    Delivery,
+    OutboxEvent,
+    ReceivedEvent,
+    RelayHeartbeat,
+    TargetRun,
+    Watch,
+)
 from .models.notifications import DeliveryQuerySet
 
 
@@ -194,3 +201,40 @@ class DeliveryAdmin(admin.ModelAdmin):
     def revoke_links(self, request: HttpRequest, queryset: DeliveryQuerySet) -> None:
         count = queryset.revoke_links()
         self.message_user(request, f"{count} links revoked.", messages.SUCCESS)
+
+
+@admin.register(Watch)
+class WatchAdmin(admin.ModelAdmin):
+    list_display = (
+        "owner",
+        "event_type",
+        "subject_type",
+        "subject_id",
+        "filters",
+        "active",
+        "created_at",
+    )
+    list_filter = ("active", "event_type", "subject_type")
+    search_fields = ("owner", "email", "subject_id", "event_type")
+    date_hierarchy = "created_at"
+    list_select_related = ("user",)
+    actions = ("activate", "deactivate")
+    # The match key is computed by notify(): only the flag is edited here.
+    # (The activation secret's digest is not shown at all.)
+    readonly_fields = [
+        f.name for f in Watch._meta.fields if f.name not in ("active", "secret_digest")
+    ]
+    exclude = ("secret_digest",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # watches come from notify(), which computes their key
+
+    @admin.action(description="Activate the selected watches")
+    def activate(self, request: HttpRequest, queryset: QuerySet[Watch]) -> None:
+        count = queryset.update(active=True, secret_digest="")
+        self.message_user(request, f"{count} watch(es) activated.")
+
+    @admin.action(description="Deactivate the selected watches")
+    def deactivate(self, request: HttpRequest, queryset: QuerySet[Watch]) -> None:
+        count = queryset.update(active=False)
+        self.message_user(request, f"{count} watch(es) deactivated.")

@@ -22,6 +22,12 @@ class CloudEventsBridgeConfig(AppConfig):
         uid = "cloudevents_bridge.capture"
         post_migrate.connect(capture.after_migrate, sender=self, dispatch_uid=uid)
         autodiscover()
+        # After named events: the watch target runs after their handlers.
+        from .notifications import register_unsubscriber
+        from .targets import watches  # registers the watch target
+
+        register_unsubscriber("watch", watches.unsubscribe)
+
         setting_changed.connect(reset_handler, dispatch_uid="cloudevents_bridge.reset")
         # The receiver answers without its trailing slash too (middleware.py).
         request_started.connect(

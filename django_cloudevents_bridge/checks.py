@@ -440,6 +440,40 @@ def check_deferred(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     return errors
 
 
+@register(Tags.models)
+def check_watches(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """Watch classes name installed models; the watch settings are usable."""
+    from .watches.base import InstanceWatchEvent, registered
+
+    found = []
+    for cls in registered():
+        if issubclass(cls, InstanceWatchEvent):
+            try:
+                cls.model()
+            except (ImproperlyConfigured, LookupError, ValueError) as err:
+                found.append((cls.label(), f"content_type is not a model: {err}"))
+    options = conf.notifications()
+    rate = options["ACTIVATION_RATE"]
+    if not (
+        isinstance(rate, list | tuple)
+        and len(rate) == 2
+        and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in rate)
+    ):
+        found.append(
+            ("CLOUDEVENTS_NOTIFICATIONS", "ACTIVATION_RATE must be (mails, seconds)")
+        )
+    for key in ("ACTIVATION_MAX_AGE", "PENDING_WATCH_DAYS"):
+        value = options[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            found.append(
+                ("CLOUDEVENTS_NOTIFICATIONS", f"{key} must be a positive number")
+            )
+    return [
+        Error(f"{where}: {problem}.", id=f"{ID}.E013", obj=where)
+        for where, problem in found
+    ]
+
+
 def receiver_routed(patterns: Sequence[Any] | None = None) -> bool:
     """True if the URLconf routes a CloudEvents receiver view."""
     if patterns is None:

@@ -254,6 +254,11 @@ NOTIFICATIONS_DEFAULTS: dict[str, Any] = {
     "BACKOFF_MAX": 6 * 3600.0,  # longest delay between attempts
     "BATCH": 100,  # deliveries per batch (the e-mail channel: one connection each)
     "LEASE": 600.0,  # seconds a claimed batch is held before another worker may
+    # Anonymous watches (watches/):
+    "ACTIVATION_MAX_AGE": 3 * 24 * 3600,  # seconds an activation link works
+    "ACTIVATION_RATE": (3, 3600),  # activation mails per address, per seconds
+    "PENDING_WATCH_DAYS": 7,  # unconfirmed anonymous watches are purged after
+    "EMAIL_VERIFIED": None,  # dotted path of f(user) -> bool, for claim_watches
 }
 BUILTIN_CHANNELS = {
     "email": "django_cloudevents_bridge.notifications.channels.email.Channel"

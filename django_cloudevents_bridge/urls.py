@@ -6,6 +6,7 @@ from .notifications.views import UnsubscribeView
 from .receive.pubsub_push import PubSubPushView
 from .receive.views import ReceiverView
 from .targets.named import LogView
+from .watches.activation import ActivateView
 
 app_name = "cloudevents"
 
@@ -15,4 +16,9 @@ urlpatterns = [
     # <prefix>/log as documented, and log/ like the other two.
     re_path(r"^log/?\Z", LogView.as_view(), name="log"),
     path("unsubscribe/<str:token>/", UnsubscribeView.as_view(), name="unsubscribe"),
+    path(
+        "watches/activate/<str:signed>/",
+        ActivateView.as_view(),
+        name="watch-activate",
+    ),
 ]

@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("django_cloudevents_bridge", "0005_deferred_target_runs"),
+        ("django_cloudevents_bridge", "0007_watches"),
     ]
 
     operations = [
