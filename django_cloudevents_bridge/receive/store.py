@@ -6,11 +6,20 @@ inbox's QuerySet methods (models/inbox.py).
 
 from __future__ import annotations
 
+import logging
+import re
+from datetime import datetime
+from typing import Any
+
+from django.utils import timezone
+
 from ..events import CloudEvent
 from ..exceptions import BadEvent
 from ..models.inbox import max_length
 
 MAX_KEY_BYTES = 2000
+
+logger = logging.getLogger("django_cloudevents_bridge")
 
 
 def check(event: CloudEvent) -> None:
@@ -27,3 +36,54 @@ def check(event: CloudEvent) -> None:
     key = event.get_source().encode("utf-8") + event.get_id().encode("utf-8")
     if len(key) > MAX_KEY_BYTES:
         raise BadEvent(f"source and id longer than {MAX_KEY_BYTES} bytes together")
+
+
+EXPIRY = "expirytime"  # the Expiry Time extension: a Timestamp
+
+
+def unexpired(events: list[CloudEvent]) -> list[CloudEvent]:
+    """The events whose ``expirytime`` has not passed.
+
+    An expired event is acknowledged and not processed (nor stored): a broker
+    that delivers it late, or redelivers it, gets a 2xx and nothing runs. An
+    ``expirytime`` that is no RFC 3339 timestamp is a BadEvent (400).
+    """
+    now = None
+    kept = []
+    for event in events:
+        value = event.get_attributes().get(EXPIRY)
+        if value is None:
+            kept.append(event)
+            continue
+        expiry = _timestamp(value)
+        if expiry is None:
+            raise BadEvent(
+                f"{EXPIRY} is not an RFC 3339 timestamp: {str(value)[:40]!r}"
+            )
+        now = now or timezone.now()
+        if expiry > now:
+            kept.append(event)
+        else:
+            logger.info(
+                "CloudEvent %s from %s expired at %s: acknowledged, not processed",
+                event.get_id(),
+                event.get_source(),
+                value,
+            )
+    return kept
+
+
+def _timestamp(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else None
+    if not isinstance(value, str) or not RFC3339.match(value):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("z", "Z"))
+    except ValueError:
+        return None
+
+
+RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})\Z"
+)

@@ -62,6 +62,7 @@ class ReceiverView(View):
             sender = self.authenticate(request)
             received = self.receive(request)
             policies.admit(sender, received)  # every event, before any is stored
+            received = store.unexpired(received)
             for event in received:  # every key checked before any is dispatched
                 store.check(event)
         except BadEvent as err:
