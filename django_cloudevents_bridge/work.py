@@ -9,7 +9,10 @@ without one. A lost task leaves its runs due for the worker; a task run twice
 finds them done. Each target runs in one transaction with its claim and its
 done-record, as in inline mode (receive/dispatch.py), so it runs exactly once;
 a failure is retried alone after a backoff, and parked after ``MAX_ATTEMPTS``
-(at once, as rejected, for a ``ValidationError``).
+(at once, as rejected, for a ``ValidationError``). An attempt is counted when its
+run is claimed, before the target runs, so a target that kills its worker is
+parked too. With ``ORDERING`` on, an event waits until the earlier events of its
+key have no deferred run left to do (done, parked or rejected).
 """
 
 from __future__ import annotations
@@ -140,7 +143,7 @@ def process(
     """Run due target runs (of ``events``, or all) until none is due, or ``stop``.
 
     Counts the outcomes: "done", "failed" (due again later), "parked",
-    "rejected".
+    "rejected", and "skipped" (a run another worker or a replay took meanwhile).
     """
     outcomes: Counter[str] = Counter()
     while stop is None or not stop.is_set():
@@ -154,23 +157,45 @@ def process(
 def run_one(
     events: Sequence[int] | None = None, using: str = DEFAULT_DB_ALIAS
 ) -> str | None:
-    """Claim one due run and run its target; its outcome, or None if none is due."""
-    now = timezone.now()
-    run = None
+    """Claim one due run and run its target; its outcome, or None if none is due.
+
+    The claim counts the attempt and commits first (see ``TargetRunQuerySet.
+    start``); the target then runs in one transaction with the run's lock and
+    its done-record, so a worker killed inside it leaves nothing done and the
+    run due again (after its backoff), with one attempt fewer left.
+    """
+    options = conf.receiver()
+    runs = TargetRun.objects.using(using)
+    run = runs.start(
+        timezone.now(),
+        events,
+        ordered=bool(options["ORDERING"]),
+        backoff=(float(options["BACKOFF"]), float(options["BACKOFF_MAX"])),
+    )
+    if run is None:
+        return None
+    if run.attempts > options["MAX_ATTEMPTS"]:
+        # Its last attempt ended with no outcome: the worker died inside it.
+        return _failed(run, WorkerDied(), using)
     try:
         with transaction.atomic(using=using):
-            run = TargetRun.objects.using(using).due(now, events)
-            if run is None:
-                return None
+            if not runs.hold(run):  # taken over, or done by a replay meanwhile
+                return "skipped"
             event, target = _target_of(run)
             reply, kept = _run(target, event)
             if reply is not None:
                 kept = _send(reply, event, kept)
-            TargetRun.objects.using(using).done(run.event_id, run.target, kept)
+            runs.finish(run, kept)
     except TargetFailed as failure:  # rolled back: nothing of the target's work
-        assert run is not None
         return _failed(run, failure.error, using)
     return "done"
+
+
+class WorkerDied(Exception):
+    """A run's last attempt recorded no outcome: its worker died inside it."""
+
+    def __str__(self) -> str:
+        return "the worker died during the last attempt (killed or crashed)"
 
 
 def _target_of(run: TargetRun) -> tuple[CloudEvent, Target]:
@@ -205,8 +230,9 @@ def _send(reply: CloudEvent, event: CloudEvent, kept: str) -> str:
 
 
 def _failed(run: TargetRun, error: BaseException, using: str) -> str:
-    """Record a failure: retried after a backoff, or parked, or rejected."""
-    attempts = run.attempts + 1
+    """Record a started run's failure: retried after a backoff, parked, rejected."""
+    # The claim that found a dead worker's run counted no real attempt.
+    attempts = run.attempts - 1 if isinstance(error, WorkerDied) else run.attempts
     if isinstance(error, DjangoValidationError):
         status, at = TargetRun.Status.REJECTED, None
     elif attempts >= conf.receiver()["MAX_ATTEMPTS"]:
@@ -220,9 +246,9 @@ def _failed(run: TargetRun, error: BaseException, using: str) -> str:
         run.event.type,
         attempts,
         status,
-        exc_info=error,
+        exc_info=None if isinstance(error, WorkerDied) else error,
     )
-    TargetRun.objects.using(using).retry(run, error, status, at)
+    TargetRun.objects.using(using).retry(run, error, status, at, attempts)
     if at is not None:
         enqueue([run.event_id], at)
     return str(status)

@@ -27,7 +27,15 @@ from django_cloudevents_bridge.targets.groups import (
     unregister_group_handler,
 )
 from tests import deferred_targets
-from tests.deferred_targets import GROUP, TYPE, failing, slow, starts
+from tests.deferred_targets import (
+    CRASH_GROUP,
+    GROUP,
+    TYPE,
+    crashing,
+    failing,
+    slow,
+    starts,
+)
 from tests.receive.test_pubsub_push import envelope, push
 from tests.relay_proc import Relays, SharedDatabase
 from tests.sink import Sink
@@ -409,8 +417,9 @@ def test_django_tasks_db_worker_process_runs_deferred_events(workers, settings):
     }
 
 
-def test_a_worker_killed_mid_target_runs_it_again_exactly_once(workers):
+def test_a_worker_killed_mid_target_runs_it_again_exactly_once(workers, monkeypatch):
     processes, database = workers
+    monkeypatch.setenv("DEFERRED_RECEIVER", json.dumps({"BACKOFF": 0}))
     assert post("e-1", {"block": True}).status_code == 202
     database.publish()
 
@@ -426,8 +435,67 @@ def test_a_worker_killed_mid_target_runs_it_again_exactly_once(workers):
 
     assert len(starts("e-1")) == 2  # started by each worker
     assert list(Tag.objects.values_list("name", flat=True)) == ["e-1"]
-    assert runs() == {"slow": (Status.DONE, 1)}  # the killed attempt left nothing
+    # The killed attempt left nothing but its count (taken before the target ran).
+    assert runs() == {"slow": (Status.DONE, 2)}
     assert "done 1," in second.output()[0]
+
+
+def test_a_target_that_kills_its_worker_is_parked_after_its_attempts(
+    workers, monkeypatch
+):
+    processes, database = workers
+    monkeypatch.setenv(
+        "DEFERRED_RECEIVER", json.dumps({"BACKOFF": 0, "MAX_ATTEMPTS": 3})
+    )
+    register_group_handler(crashing, group=CRASH_GROUP)  # stored, never run here
+    try:
+        assert post("c-1", type="com.example.crash.now").status_code == 202
+    finally:
+        unregister_group_handler(crashing)
+    assert post("e-1").status_code == 202  # other work in the same backlog
+    database.publish()
+
+    exits = []
+    for _ in range(3):  # each worker dies inside the target, recording nothing
+        worker = processes.start("--once", command="cloudevents_worker")
+        exits.append(worker.wait(60))
+    last = processes.start("--once", command="cloudevents_worker")
+    assert last.wait(60) == 0, processes.report()
+    database.refresh()
+
+    assert exits == [-signal.SIGKILL] * 3
+    assert len(starts("c-1")) == 3  # never a fourth time
+    assert "parked 1," in last.output()[0]
+    assert runs() == {"crashing": (Status.PARKED, 3), "slow": (Status.DONE, 1)}
+    parked = TargetRun.objects.get(status=Status.PARKED)
+    assert parked.error == (
+        "WorkerDied: the worker died during the last attempt (killed or crashed)"
+    )
+    assert parked.next_attempt_at is None
+    assert len(starts("e-1")) == 1
+
+
+def test_an_attempt_is_counted_before_its_target_runs(deferred, settings):
+    settings.CLOUDEVENTS_RECEIVER = {**settings.CLOUDEVENTS_RECEIVER, "BACKOFF": 50}
+
+    def dies(event) -> None:
+        raise KeyboardInterrupt  # not an Exception: nothing records an outcome
+
+    register_group_handler(dies, group=GROUP, deferred=True)
+    unregister_group_handler(slow)
+    try:
+        post("e-1")
+        before = timezone.now()
+        with pytest.raises(KeyboardInterrupt):
+            work.process()
+    finally:
+        unregister_group_handler(dies)
+    run = TargetRun.objects.get()
+    # Still due, after the backoff, with the attempt counted and said so.
+    assert (run.status, run.attempts) == (Status.PENDING, 1)
+    assert run.error.startswith("no outcome recorded")
+    assert run.next_attempt_at >= before + timedelta(seconds=50)
+    assert work.process() == Counter()
 
 
 def test_logged_named_events_run_their_handlers_on_the_worker(
