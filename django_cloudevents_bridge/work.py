@@ -30,12 +30,12 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DEFAULT_DB_ALIAS, transaction
 from django.utils import timezone
 
-from . import conf
+from . import conf, signals
 from .bindings import jsonformat
 from .emit import emit
 from .events import CloudEvent
 from .models import ReceivedEvent, TargetRun
-from .receive.dispatch import TargetFailed, _run
+from .receive.dispatch import Report, TargetFailed, _run
 from .targets import Target, named, targets_for
 
 logger = logging.getLogger("django_cloudevents_bridge")
@@ -74,8 +74,11 @@ def check(event: CloudEvent) -> None:
 def store(events: Sequence[CloudEvent]) -> list[int]:
     """Store events and their due runs in one transaction; enqueue after commit.
 
-    Returns the ids of the stored events that owe work (not duplicates).
+    Returns the ids of the stored events that owe work (not duplicates). Then
+    sends ``event_received`` for each event, its report's ``deferred`` naming
+    the targets this delivery gave the worker (none for a duplicate).
     """
+    received = []
     # One event: no transaction of ours (its store is atomic on its own, and
     # BEGIN and COMMIT would double its round trips); a batch: all or nothing.
     with transaction.atomic() if len(events) > 1 else contextlib.nullcontext():
@@ -85,18 +88,24 @@ def store(events: Sequence[CloudEvent]) -> list[int]:
             stored = ReceivedEvent.objects.store_deferred(event, names)
             if stored is not None and names:
                 owing.append(stored)
+            received.append((event, Report(deferred=[] if stored is None else names)))
         if owing:
             transaction.on_commit(lambda: enqueue(owing))
+    for event, report in received:  # after the store (and its commit, if ours)
+        signals.event_received.send_robust(ReceivedEvent, event=event, report=report)
     return owing
 
 
-def schedule(stored: int, targets: Sequence[str]) -> None:
+def schedule(stored: int, targets: Sequence[str]) -> bool:
     """Inline mode: make an event's always-deferred runs due, and enqueue them.
 
-    Only runs not yet given to the worker: a redelivery enqueues nothing new.
+    Only runs not yet given to the worker: a redelivery enqueues nothing new
+    (and returns False).
     """
-    if TargetRun.objects.schedule(stored, targets):
-        transaction.on_commit(lambda: enqueue([stored]))
+    if not TargetRun.objects.schedule(stored, targets):
+        return False
+    transaction.on_commit(lambda: enqueue([stored]))
+    return True
 
 
 def enqueue(events: list[int], at: datetime | None = None) -> bool:

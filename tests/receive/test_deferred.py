@@ -18,7 +18,7 @@ from django.db import close_old_connections, connection
 from django.test import Client
 from django.utils import timezone
 
-from django_cloudevents_bridge import events, work
+from django_cloudevents_bridge import events, signals, work
 from django_cloudevents_bridge.bindings import pubsub
 from django_cloudevents_bridge.emit.handlers import locmem
 from django_cloudevents_bridge.models import ReceivedEvent, TargetRun
@@ -287,6 +287,36 @@ def test_a_lost_enqueue_is_run_by_cloudevents_worker_once(
     assert runs() == {"slow": (Status.DONE, 1)}
     call_command("cloudevents_worker", "--once")
     assert len(starts("e-1")) == 1
+
+
+@pytest.fixture
+def received() -> Iterator[list]:
+    """What ``event_received`` reports: (id, ran, deferred) per signal."""
+    got: list = []
+
+    def observe(sender, event, report, **kwargs) -> None:
+        got.append((event.get_id(), report.ran, report.deferred))
+
+    signals.event_received.connect(observe)
+    yield got
+    signals.event_received.disconnect(observe)
+
+
+def test_event_received_is_sent_when_the_event_is_stored(deferred, signups, received):
+    slow_target = "group:tests.deferred_targets.slow"
+
+    post("e-1")
+    post("e-1")  # a duplicate: nothing new for the worker
+    post("s-1", {"email": "nobody"}, type="testapp.Signup")  # 400, not stored
+    post("other", type="com.example.elsewhere")  # stored, no target
+    assert received == [
+        ("e-1", [], [slow_target]),
+        ("e-1", [], []),
+        ("other", [], []),
+    ]
+
+    assert work.process() == Counter(done=1)
+    assert len(received) == 3  # the worker sends no second one
 
 
 def test_pubsub_push_follows_the_mode(deferred):
@@ -577,7 +607,7 @@ def test_backlog_counts_and_probes(deferred, with_failing, settings, admin_clien
 
 
 def test_an_always_deferred_target_runs_on_the_worker_in_inline_mode(
-    flags, settings, monkeypatch
+    flags, settings, monkeypatch, received
 ):
     settings.CLOUDEVENTS_RECEIVER = {"TASK_BACKEND": "default"}  # inline mode
     enqueued: list = []
@@ -596,6 +626,10 @@ def test_an_always_deferred_target_runs_on_the_worker_in_inline_mode(
         assert runs() == {"slow": (Status.PENDING, 0), "fast": (Status.DONE, 1)}
         assert post("e-1", {"block": True}).status_code == 202  # a redelivery
         assert enqueued == [[ReceivedEvent.objects.get().pk]]  # once
+        assert [(len(ran), later) for _, ran, later in received] == [
+            (1, ["group:tests.deferred_targets.slow"]),
+            (0, []),  # fast skipped as done, nothing new for the worker
+        ]
 
         (flags / "release").touch()
         assert work.process() == Counter(done=1)
