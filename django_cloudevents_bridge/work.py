@@ -66,9 +66,11 @@ def task_backend() -> str | None:
     return alias or None
 
 
-def check(event: CloudEvent) -> None:
-    """Raise ValidationError if the event's data is invalid (named events)."""
-    named.check(event)
+def check(event: CloudEvent, mode_deferred: bool) -> None:
+    """Raise ValidationError if a named event's data is invalid for handlers
+    that will run later: all of them in deferred mode, else the always-deferred.
+    """
+    named.check(event, deferred_only=not mode_deferred)
 
 
 def store(events: Sequence[CloudEvent]) -> list[int]:

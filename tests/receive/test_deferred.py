@@ -638,3 +638,67 @@ def test_an_always_deferred_target_runs_on_the_worker_in_inline_mode(
         unregister_group_handler(fast)
     assert runs() == {"slow": (Status.DONE, 1), "fast": (Status.DONE, 1)}
     assert quick == ["e-1"] and len(starts("e-1")) == 1
+
+
+def order(id: str, data: dict):
+    return post(id, data, type="testapp.Order")
+
+
+def test_an_always_deferred_named_handler_runs_on_the_worker_in_inline_mode(
+    flags, settings, signups
+):
+    settings.CLOUDEVENTS_RECEIVER = {"TASK_BACKEND": False}  # inline mode
+
+    assert order("o-1", {"sku": "A1"}).status_code == 202
+    assert order("o-1", {"sku": "A1"}).status_code == 202  # a redelivery
+    assert [call[0] for call in signups] == ["reserve"]
+    assert runs() == {
+        "reserve": (Status.DONE, 1),
+        "confirm": (Status.PENDING, 0),
+    }
+    assert work.process() == Counter(done=1)
+    assert [call[0] for call in signups] == ["reserve", "confirm"]
+
+
+def test_invalid_data_for_a_deferred_named_handler_is_400_in_inline_mode(
+    flags, settings, signups
+):
+    settings.CLOUDEVENTS_RECEIVER = {"TASK_BACKEND": False}
+
+    response = order("o-1", {"name": "no sku"})
+
+    assert response.status_code == 400
+    assert response.json() == {"error": "invalid event data: missing data key(s): sku"}
+    assert not ReceivedEvent.objects.exists()
+    assert signups == []
+
+
+def test_a_deferred_function_handler_beside_inline_ones(flags, settings, signups):
+    from django_cloudevents_bridge import handler
+    from django_cloudevents_bridge.targets.named import unregister_handler
+
+    settings.CLOUDEVENTS_RECEIVER = {"TASK_BACKEND": False}
+    mailed: list = []
+
+    def mail(event) -> None:
+        mailed.append(event.get_id())
+
+    handler("testapp.Sign*", deferred=True)(mail)
+    try:
+        assert post("s-1", {"email": "A@B.C"}, type="testapp.Signup").status_code == 202
+        assert [call[0] for call in signups] == ["welcome", "count"]
+        assert mailed == []
+        assert work.process() == Counter(done=1)
+    finally:
+        unregister_handler(mail)
+    assert mailed == ["s-1"]
+    assert {status for status, _ in runs().values()} == {Status.DONE}
+
+
+def test_handler_deferred_without_a_name_is_for_methods():
+    from django_cloudevents_bridge import handler
+
+    def plain(event) -> None: ...
+
+    with pytest.raises(TypeError, match="an event name"):
+        handler(deferred=True)(plain)
