@@ -21,7 +21,7 @@ import contextlib
 import logging
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from types import ModuleType
 from typing import Any
@@ -150,6 +150,7 @@ def process(
     *,
     stop: threading.Event | None = None,
     using: str = DEFAULT_DB_ALIAS,
+    after_each: Callable[[], object] | None = None,
 ) -> Counter[str]:
     """Run due target runs (of ``events``, or all) until none is due, or ``stop``.
 
@@ -162,6 +163,8 @@ def process(
         if outcome is None:
             break
         outcomes[outcome] += 1
+        if after_each is not None:  # the worker command's heartbeat
+            after_each()
     return outcomes
 
 

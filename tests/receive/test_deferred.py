@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import signal
 import threading
 from collections import Counter
@@ -528,6 +529,19 @@ def test_an_attempt_is_counted_before_its_target_runs(deferred, settings):
     assert work.process() == Counter()
 
 
+def test_the_worker_beats_while_it_runs_and_stops_on_sigterm(workers, tmp_path):
+    processes, database = workers
+    heartbeat = tmp_path / "beat"
+    worker = processes.start(
+        "--heartbeat-file", str(heartbeat), command="cloudevents_worker"
+    )
+    processes.until(heartbeat.exists, timeout=60)
+    os.utime(heartbeat, (1, 1))  # stale: the loop touches it again while idle
+    processes.until(lambda: heartbeat.stat().st_mtime > 1, timeout=60)
+    worker.send(signal.SIGTERM)
+    assert worker.wait(60) == 0, processes.report()
+
+
 def test_logged_named_events_run_their_handlers_on_the_worker(
     deferred, signups, sent_events
 ):
@@ -589,14 +603,21 @@ def test_backlog_counts_and_probes(deferred, with_failing, settings, admin_clien
     assert backlog().startswith("pending 4, failed 0, parked 0, rejected 0; oldest")
     with pytest.raises(CommandError, match="waited 3"):
         backlog("--max-age", "600")
+    # Due and not taken: overdue once a worker should have had them.
+    TargetRun.objects.update(next_attempt_at=timezone.now() - timedelta(hours=1))
+    assert backlog().endswith(", due for 3600s")
+    with pytest.raises(CommandError, match="due for 3600s: no worker"):
+        backlog("--max-overdue", "600")
 
     work.process()
     TargetRun.objects.filter(status=Status.FAILED).update(
         next_attempt_at=timezone.now()
     )
     work.process()
-    assert backlog() == "pending 0, failed 0, parked 2, rejected 0; oldest waiting 0s"
-    assert backlog("--max-age", "600", "--max-parked", "2")
+    assert backlog() == (
+        "pending 0, failed 0, parked 2, rejected 0; oldest waiting 0s, due for 0s"
+    )
+    assert backlog("--max-age", "600", "--max-parked", "2", "--max-overdue", "1")
     with pytest.raises(CommandError, match="2 run"):
         backlog("--max-parked", "1")
 
