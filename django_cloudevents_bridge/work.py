@@ -188,9 +188,22 @@ def run_one(
     )
     if run is None:
         return None
-    if run.attempts > options["MAX_ATTEMPTS"]:
+    outcome = _attempt(run, using, options["MAX_ATTEMPTS"])
+    if options["ORDERING"] and outcome != "failed" and task_backend() is not None:
+        # A task of the next event of this key found it held back: enqueue
+        # it again now that this one may have let it go.
+        after = ReceivedEvent.objects.using(using).next_of_key(run.event_id)
+        if after is not None:
+            enqueue([after])
+    return outcome
+
+
+def _attempt(run: TargetRun, using: str, max_attempts: int) -> str:
+    """Run a started run's target; its outcome."""
+    if run.attempts > max_attempts:
         # Its last attempt ended with no outcome: the worker died inside it.
         return _failed(run, WorkerDied(), using)
+    runs = TargetRun.objects.using(using)
     try:
         with transaction.atomic(using=using):
             if not runs.hold(run):  # taken over, or done by a replay meanwhile

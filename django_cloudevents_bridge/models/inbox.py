@@ -15,7 +15,7 @@ from typing import Any
 
 from django.db import IntegrityError, connections, models, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import Exists, F, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from .. import conf
@@ -176,6 +176,22 @@ class ReceivedEventQuerySet(models.QuerySet["ReceivedEvent"]):
             if revived.update(next_attempt_at=now):
                 return self.values_list("pk", flat=True).get(**key)
         return None
+
+    def next_of_key(self, stored: int) -> int | None:
+        """The next event of this one's ordering key that owes deferred work."""
+        key = self.filter(pk=stored).values("ordering_key")
+        return (
+            self.filter(
+                ordering_key=Subquery(key),
+                id__gt=stored,
+                targets__status__in=DUE,
+                targets__next_attempt_at__isnull=False,
+            )
+            .exclude(ordering_key="")
+            .order_by("id")
+            .values_list("id", flat=True)
+            .first()
+        )
 
     def _upsert(self, connection: BaseDatabaseWrapper, event: CloudEvent) -> int | None:
         """Store the event, or count one more delivery of it: its id, in 1-2 statements.

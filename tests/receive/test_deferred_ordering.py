@@ -103,6 +103,22 @@ def test_a_parked_head_releases_the_events_behind_it(deferred):
     assert runs(event__event_id="a-1") == {"ordered": (Status.DONE, 1)}
 
 
+def test_a_task_held_back_by_its_key_is_enqueued_again(deferred, settings):
+    post("a-0", "a", 0)
+    post("a-1", "a", 1)
+    first, second = ReceivedEvent.objects.order_by("id").values_list("id", flat=True)
+    assert work.process([second]) == Counter()  # a-1's task: held back by a-0
+
+    # "default" is django.tasks' ImmediateBackend: an enqueued task runs at once.
+    settings.CLOUDEVENTS_RECEIVER = {
+        **settings.CLOUDEVENTS_RECEIVER,
+        "TASK_BACKEND": "default",
+    }
+    assert work.process([first]) == Counter(done=1)  # a-0's, which enqueues a-1's
+    assert tags() == {"a:0", "a:1"}
+    assert not list(directory().glob("violation-*"))
+
+
 def test_the_partitionkey_wins_over_the_subject_and_keys_are_per_source(deferred):
     # One key "p" across two subjects; the same subject from another source is
     # another key.
