@@ -412,6 +412,8 @@ def check_deferred(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             found.append(f"{key} must be a number, 0 or more")
         elif key == "MAX_ATTEMPTS" and (value < 1 or not isinstance(value, int)):
             found.append(f"{key} must be a whole number, 1 or more")
+    if not isinstance(options["ORDERING"], bool):
+        found.append("ORDERING must be True or False")
     backend = options["TASK_BACKEND"]
     if not (backend is None or backend is False or isinstance(backend, str)):
         found.append("TASK_BACKEND must be a task backend's alias, None or False")

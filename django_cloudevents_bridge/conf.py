@@ -218,6 +218,9 @@ RECEIVER_DEFAULTS: dict[str, Any] = {
     "BACKOFF": 1.0,  # first retry delay in seconds, doubled each attempt
     "BACKOFF_MAX": 600.0,  # longest delay between attempts
     "POLL_INTERVAL": 1.0,  # seconds cloudevents_worker sleeps when nothing is due
+    # Deferred runs of events with the same key (partitionkey, else subject, per
+    # source) run in the order the events were stored.
+    "ORDERING": False,
 }
 
 

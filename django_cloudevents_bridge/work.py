@@ -9,7 +9,10 @@ without one. A lost task leaves its runs due for the worker; a task run twice
 finds them done. Each target runs in one transaction with its claim and its
 done-record, as in inline mode (receive/dispatch.py), so it runs exactly once;
 a failure is retried alone after a backoff, and parked after ``MAX_ATTEMPTS``
-(at once, as rejected, for a ``ValidationError``).
+(at once, as rejected, for a ``ValidationError``). An attempt is counted when its
+run is claimed, before the target runs, so a target that kills its worker is
+parked too. With ``ORDERING`` on, an event waits until the earlier events of its
+key have no deferred run left to do (done, parked or rejected).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import contextlib
 import logging
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from types import ModuleType
 from typing import Any
@@ -27,12 +30,12 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DEFAULT_DB_ALIAS, transaction
 from django.utils import timezone
 
-from . import conf
+from . import conf, signals
 from .bindings import jsonformat
 from .emit import emit
 from .events import CloudEvent
 from .models import ReceivedEvent, TargetRun
-from .receive.dispatch import TargetFailed, _run
+from .receive.dispatch import Report, TargetFailed, _run
 from .targets import Target, named, targets_for
 
 logger = logging.getLogger("django_cloudevents_bridge")
@@ -63,16 +66,21 @@ def task_backend() -> str | None:
     return alias or None
 
 
-def check(event: CloudEvent) -> None:
-    """Raise ValidationError if the event's data is invalid (named events)."""
-    named.check(event)
+def check(event: CloudEvent, mode_deferred: bool) -> None:
+    """Raise ValidationError if a named event's data is invalid for handlers
+    that will run later: all of them in deferred mode, else the always-deferred.
+    """
+    named.check(event, deferred_only=not mode_deferred)
 
 
 def store(events: Sequence[CloudEvent]) -> list[int]:
     """Store events and their due runs in one transaction; enqueue after commit.
 
-    Returns the ids of the stored events that owe work (not duplicates).
+    Returns the ids of the stored events that owe work (not duplicates). Then
+    sends ``event_received`` for each event, its report's ``deferred`` naming
+    the targets this delivery gave the worker (none for a duplicate).
     """
+    received = []
     # One event: no transaction of ours (its store is atomic on its own, and
     # BEGIN and COMMIT would double its round trips); a batch: all or nothing.
     with transaction.atomic() if len(events) > 1 else contextlib.nullcontext():
@@ -82,18 +90,24 @@ def store(events: Sequence[CloudEvent]) -> list[int]:
             stored = ReceivedEvent.objects.store_deferred(event, names)
             if stored is not None and names:
                 owing.append(stored)
+            received.append((event, Report(deferred=[] if stored is None else names)))
         if owing:
             transaction.on_commit(lambda: enqueue(owing))
+    for event, report in received:  # after the store (and its commit, if ours)
+        signals.event_received.send_robust(ReceivedEvent, event=event, report=report)
     return owing
 
 
-def schedule(stored: int, targets: Sequence[str]) -> None:
+def schedule(stored: int, targets: Sequence[str]) -> bool:
     """Inline mode: make an event's always-deferred runs due, and enqueue them.
 
-    Only runs not yet given to the worker: a redelivery enqueues nothing new.
+    Only runs not yet given to the worker: a redelivery enqueues nothing new
+    (and returns False).
     """
-    if TargetRun.objects.schedule(stored, targets):
-        transaction.on_commit(lambda: enqueue([stored]))
+    if not TargetRun.objects.schedule(stored, targets):
+        return False
+    transaction.on_commit(lambda: enqueue([stored]))
+    return True
 
 
 def enqueue(events: list[int], at: datetime | None = None) -> bool:
@@ -137,11 +151,12 @@ def process(
     *,
     stop: threading.Event | None = None,
     using: str = DEFAULT_DB_ALIAS,
+    after_each: Callable[[], object] | None = None,
 ) -> Counter[str]:
     """Run due target runs (of ``events``, or all) until none is due, or ``stop``.
 
     Counts the outcomes: "done", "failed" (due again later), "parked",
-    "rejected".
+    "rejected", and "skipped" (a run another worker or a replay took meanwhile).
     """
     outcomes: Counter[str] = Counter()
     while stop is None or not stop.is_set():
@@ -149,29 +164,66 @@ def process(
         if outcome is None:
             break
         outcomes[outcome] += 1
+        if after_each is not None:  # the worker command's heartbeat
+            after_each()
     return outcomes
 
 
 def run_one(
     events: Sequence[int] | None = None, using: str = DEFAULT_DB_ALIAS
 ) -> str | None:
-    """Claim one due run and run its target; its outcome, or None if none is due."""
-    now = timezone.now()
-    run = None
+    """Claim one due run and run its target; its outcome, or None if none is due.
+
+    The claim counts the attempt and commits first (see ``TargetRunQuerySet.
+    start``); the target then runs in one transaction with the run's lock and
+    its done-record, so a worker killed inside it leaves nothing done and the
+    run due again (after its backoff), with one attempt fewer left.
+    """
+    options = conf.receiver()
+    runs = TargetRun.objects.using(using)
+    run = runs.start(
+        timezone.now(),
+        events,
+        ordered=bool(options["ORDERING"]),
+        backoff=(float(options["BACKOFF"]), float(options["BACKOFF_MAX"])),
+    )
+    if run is None:
+        return None
+    outcome = _attempt(run, using, options["MAX_ATTEMPTS"])
+    if options["ORDERING"] and outcome != "failed" and task_backend() is not None:
+        # A task of the next event of this key found it held back: enqueue
+        # it again now that this one may have let it go.
+        after = ReceivedEvent.objects.using(using).next_of_key(run.event_id)
+        if after is not None:
+            enqueue([after])
+    return outcome
+
+
+def _attempt(run: TargetRun, using: str, max_attempts: int) -> str:
+    """Run a started run's target; its outcome."""
+    if run.attempts > max_attempts:
+        # Its last attempt ended with no outcome: the worker died inside it.
+        return _failed(run, WorkerDied(), using)
+    runs = TargetRun.objects.using(using)
     try:
         with transaction.atomic(using=using):
-            run = TargetRun.objects.using(using).due(now, events)
-            if run is None:
-                return None
+            if not runs.hold(run):  # taken over, or done by a replay meanwhile
+                return "skipped"
             event, target = _target_of(run)
             reply, kept = _run(target, event)
             if reply is not None:
                 kept = _send(reply, event, kept)
-            TargetRun.objects.using(using).done(run.event_id, run.target, kept)
+            runs.finish(run, kept)
     except TargetFailed as failure:  # rolled back: nothing of the target's work
-        assert run is not None
         return _failed(run, failure.error, using)
     return "done"
+
+
+class WorkerDied(Exception):
+    """A run's last attempt recorded no outcome: its worker died inside it."""
+
+    def __str__(self) -> str:
+        return "the worker died during the last attempt (killed or crashed)"
 
 
 def _target_of(run: TargetRun) -> tuple[CloudEvent, Target]:
@@ -206,8 +258,9 @@ def _send(reply: CloudEvent, event: CloudEvent, kept: str) -> str:
 
 
 def _failed(run: TargetRun, error: BaseException, using: str) -> str:
-    """Record a failure: retried after a backoff, or parked, or rejected."""
-    attempts = run.attempts + 1
+    """Record a started run's failure: retried after a backoff, parked, rejected."""
+    # The claim that found a dead worker's run counted no real attempt.
+    attempts = run.attempts - 1 if isinstance(error, WorkerDied) else run.attempts
     if isinstance(error, DjangoValidationError):
         status, at = TargetRun.Status.REJECTED, None
     elif attempts >= conf.receiver()["MAX_ATTEMPTS"]:
@@ -221,9 +274,9 @@ def _failed(run: TargetRun, error: BaseException, using: str) -> str:
         run.event.type,
         attempts,
         status,
-        exc_info=error,
+        exc_info=None if isinstance(error, WorkerDied) else error,
     )
-    TargetRun.objects.using(using).retry(run, error, status, at)
+    TargetRun.objects.using(using).retry(run, error, status, at, attempts)
     if at is not None:
         enqueue([run.event_id], at)
     return str(status)

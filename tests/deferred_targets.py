@@ -9,6 +9,7 @@ after it started, until a file named ``release`` appears there.
 from __future__ import annotations
 
 import os
+import signal
 import time
 import uuid
 from pathlib import Path
@@ -18,6 +19,8 @@ from tests.testapp.models import Tag
 
 GROUP = r"^com\.example\.deferred\."
 TYPE = "com.example.deferred.work"
+CRASH_GROUP = r"^com\.example\.crash\."
+ORDERED_GROUP = r"^com\.example\.ordered\."
 BLOCK_TIMEOUT = 60.0  # a blocked target gives up after this, whatever the test does
 
 
@@ -48,3 +51,33 @@ def failing(event: CloudEvent) -> None:
     """Always fails (a downstream that is down)."""
     (directory() / f"failed-{event.get_id()}-{uuid.uuid4().hex}").touch()
     raise RuntimeError("downstream unavailable")
+
+
+def crashing(event: CloudEvent) -> None:
+    """Kills its own process (a segfault, the OOM killer): no outcome is recorded."""
+    (directory() / f"started-{event.get_id()}-{os.getpid()}").touch()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def ordered(event: CloudEvent) -> None:
+    """Event ``n`` of a key: its work is a Tag ``key:n``, written after ``key:n-1``.
+
+    A ``violation-*`` file says it started before the work of an earlier event
+    of its key committed (but those listed in ``"poisoned"``). ``"flaky": true``
+    fails each event's first attempt; ``"poison": true`` fails every attempt.
+    """
+    data = event.get_data()
+    assert isinstance(data, dict)
+    key, n = data["key"], data["n"]
+    flaky = directory() / f"flaky-{event.get_id()}"
+    if data.get("poison") or (data.get("flaky") and not flaky.exists()):
+        flaky.touch()
+        raise RuntimeError(f"{key}:{n} failed")
+    earlier = set(
+        Tag.objects.filter(name__startswith=f"{key}:").values_list("name", flat=True)
+    )
+    poisoned = {f"{key}:{m}" for m in data.get("poisoned", [])}
+    if any(f"{key}:{m}" not in earlier | poisoned for m in range(n)):
+        (directory() / f"violation-{key}-{n}-{uuid.uuid4().hex}").touch()
+    time.sleep(0.002)  # widen the window a concurrent run of the key would hit
+    Tag.objects.create(name=f"{key}:{n}")

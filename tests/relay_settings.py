@@ -27,7 +27,11 @@ CLOUDEVENTS_OUTBOX = json.loads(os.environ.get("RELAY_OUTBOX") or "{}")
 
 if os.environ.get("DEFERRED_DIR"):  # worker processes of tests/receive/test_deferred.py
     INSTALLED_APPS = [*INSTALLED_APPS, "tests.workerapp"]  # noqa: F405
-    CLOUDEVENTS_RECEIVER = {"MODE": "deferred"}
+    # DEFERRED_RECEIVER: JSON overrides, e.g. no backoff or fewer attempts.
+    CLOUDEVENTS_RECEIVER = {
+        "MODE": "deferred",
+        **json.loads(os.environ.get("DEFERRED_RECEIVER") or "{}"),
+    }
 
 if os.environ.get("NOTIFY_SMTP_PORT"):  # tests/notifications/test_worker.py
     EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"

@@ -11,6 +11,8 @@ extension names, required sink/subscriber), so those are project rules here.
 from __future__ import annotations
 
 import copy
+import datetime
+import io
 import os
 import re
 import subprocess
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.management import find_commands
+from django.core.management import CommandError, find_commands, load_command_class
 from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
@@ -193,8 +195,23 @@ def trigger_problems(spec: dict[str, Any]) -> list[str]:
     return problems
 
 
+def command_problems(argv: list[str], where: str) -> list[str]:
+    """``python manage.py <bridge command> <options it accepts>``, or a problem."""
+    if argv[:2] != ["python", "manage.py"] or len(argv) < 3:
+        return [f"{where}: {argv!r} is not python manage.py <command>"]
+    if argv[2] not in bridge_commands():
+        return [f"{where}: no management command {argv[2]!r}"]
+    command = load_command_class("django_cloudevents_bridge", argv[2])
+    try:
+        command.create_parser("manage.py", argv[2]).parse_args(argv[3:])
+    except CommandError as err:
+        return [f"{where}: {argv[2]}: {err}"]
+    return []
+
+
 def relay_problems(spec: dict[str, Any]) -> list[str]:
-    """The relay's pod template runs a bridge management command."""
+    """A Deployment's pod template runs a bridge management command (the relay,
+    the worker), and its probes' management commands exist and parse."""
     containers = ((spec.get("template") or {}).get("spec") or {}).get("containers")
     if not containers:
         return ["spec.template.spec.containers: empty"]
@@ -203,10 +220,11 @@ def relay_problems(spec: dict[str, Any]) -> list[str]:
         where = f"spec.template.spec.containers[{i}]"
         problems += k8s_schema.container_errors(container, where)
     argv = [*containers[0].get("command", []), *containers[0].get("args", [])]
-    if argv[:2] != ["python", "manage.py"] or len(argv) < 3:
-        problems.append(f"containers[0]: {argv!r} is not python manage.py <command>")
-    elif argv[2] not in bridge_commands():
-        problems.append(f"containers[0]: no management command {argv[2]!r}")
+    problems += command_problems(argv, "containers[0]")
+    for key in ("livenessProbe", "readinessProbe", "startupProbe"):
+        probe = ((containers[0].get(key) or {}).get("exec") or {}).get("command")
+        if probe and probe[1:2] == ["manage.py"]:
+            problems += command_problems(probe, f"containers[0].{key}")
     return problems
 
 
@@ -325,6 +343,7 @@ def test_builtin_documents_have_basic_structure(documents) -> None:
         "Secret/polls-database",
         "Job/polls-migrate",
         "Deployment/polls-relay",
+        "Deployment/polls-worker",
     }
 
 
@@ -392,22 +411,26 @@ def test_trigger_audience_is_the_receivers_setting(documents) -> None:
     assert audiences == {settings["CLOUDEVENTS_OIDC_AUDIENCE"]}
 
 
-def test_web_and_relay_send_the_same_extensions(documents) -> None:
-    # Each event gets the overrides of the process that delivers it.
+@pytest.mark.parametrize("deployment", ["polls-relay", "polls-worker"])
+def test_web_and_deployments_send_the_same_extensions(documents, deployment) -> None:
+    # Each event gets the overrides of the process that delivers it (the worker
+    # emits replies).
     binding = one(documents, "SinkBinding", "polls-sink")["spec"]
-    relay = one(documents, "SinkBinding", "polls-relay-sink")["spec"]
-    assert binding["ceOverrides"] == relay["ceOverrides"]
+    other = one(documents, "SinkBinding", f"{deployment}-sink")["spec"]
+    assert binding["ceOverrides"] == other["ceOverrides"]
     assert binding["subject"]["name"] == "polls"
-    assert relay["subject"] == {
+    assert other["subject"] == {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "name": "polls-relay",
+        "name": deployment,
     }
-    assert relay["sink"] == binding["sink"]
+    assert other["sink"] == binding["sink"]
 
 
-def relay_container(documents: list[dict[str, Any]]) -> dict[str, Any]:
-    deployment = one(documents, "Deployment", "polls-relay")
+def relay_container(
+    documents: list[dict[str, Any]], name: str = "polls-relay"
+) -> dict[str, Any]:
+    deployment = one(documents, "Deployment", name)
     return deployment["spec"]["template"]["spec"]["containers"][0]
 
 
@@ -426,13 +449,22 @@ def test_relay_is_scaled_apart_from_the_web_service(documents) -> None:
     assert deployment["spec"]["replicas"] >= 2  # several relays share the outbox
 
 
-def test_relay_probes_read_the_heartbeat_file_it_writes(documents, tmp_path) -> None:
+@pytest.mark.parametrize(
+    ("deployment", "probes"),
+    [
+        ("polls-relay", ("livenessProbe", "readinessProbe")),
+        ("polls-worker", ("livenessProbe",)),
+    ],
+)
+def test_probes_read_the_heartbeat_file_written(
+    documents, tmp_path, deployment, probes
+) -> None:
     """The probes' own code, run against a file fresh and stale."""
-    container = relay_container(documents)
+    container = relay_container(documents, deployment)
     command = container["command"]
     written = command[command.index("--heartbeat-file") + 1]
     heartbeat = tmp_path / "beat"
-    for key in ("livenessProbe", "readinessProbe"):
+    for key in probes:
         probe = container[key]["exec"]["command"]
         assert probe[:2] == ["python", "-c"] and written in probe[2]
         code = probe[2].replace(written, str(heartbeat))
@@ -446,6 +478,34 @@ def test_relay_probes_read_the_heartbeat_file_it_writes(documents, tmp_path) -> 
         os.utime(heartbeat, (1, 1))  # not touched since 1970
         assert run() != 0
         heartbeat.unlink()
+
+
+def test_worker_runs_cloudevents_worker_scaled_apart(documents) -> None:
+    container = relay_container(documents, "polls-worker")
+    command = container["command"]
+    assert command[:3] == ["python", "manage.py", "cloudevents_worker"]
+    assert "--once" not in command  # a Deployment: the pod would exit and restart
+    assert container["image"] == IMAGE
+    assert one(documents, "Deployment", "polls-worker")["spec"]["replicas"] >= 2
+    assert container["envFrom"] == relay_container(documents)["envFrom"]
+
+
+@pytest.mark.django_db
+def test_worker_readiness_is_the_backlogs_exit_status(documents) -> None:
+    """The probe's own command, against a backlog with nothing overdue, then with."""
+    from django.core.management import call_command
+
+    from django_cloudevents_bridge.models import ReceivedEvent, TargetRun
+
+    probe = relay_container(documents, "polls-worker")["readinessProbe"]["exec"]
+    argv = probe["command"]
+    assert argv[:3] == ["python", "manage.py", "cloudevents_backlog"]
+    call_command(*argv[2:], stdout=io.StringIO())  # nothing due: ready
+    stored = ReceivedEvent.objects.create(source="/s", event_id="1", event="{}")
+    due = timezone.now() - datetime.timedelta(hours=1)
+    TargetRun.objects.create(event=stored, target="t", next_attempt_at=due)
+    with pytest.raises(CommandError, match="no worker"):
+        call_command(*argv[2:], stdout=io.StringIO())
 
 
 def test_web_service_listens_on_8000(documents) -> None:
@@ -605,6 +665,20 @@ MISTAKES = [
         put(f"{TEMPLATE}.command.2", "cloudevents_relai"),
         "no management command 'cloudevents_relai'",
         id="unknown-command",
+    ),
+    pytest.param(
+        "Deployment",
+        "polls-worker",
+        put(f"{TEMPLATE}.readinessProbe.exec.command.3", "--max-late"),
+        "cloudevents_backlog: Error: unrecognized arguments: --max-late",
+        id="probe-option-typo",
+    ),
+    pytest.param(
+        "Deployment",
+        "polls-worker",
+        put(f"{TEMPLATE}.command.2", "cloudevents_workers"),
+        "no management command 'cloudevents_workers'",
+        id="unknown-worker-command",
     ),
     pytest.param(
         "Deployment",

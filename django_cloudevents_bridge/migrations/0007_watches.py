@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("django_cloudevents_bridge", "0005_deferred_target_runs"),
+        ("django_cloudevents_bridge", "0006_received_ordering_key"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -49,7 +49,8 @@ def _build(connection: BaseDatabaseWrapper, targets: int) -> Statements:
     insert = (
         f"INSERT INTO {table} ({source}, {event_id}, {qn('type')}, "
         f"{qn('subject')}, {qn('event')}, {qn('received_at')}, "
-        f"{qn('deliveries')}) VALUES (%s, %s, %s, %s, %s, %s, 1) "
+        f"{qn('ordering_key')}, {qn('deliveries')}) "
+        f"VALUES (%s, %s, %s, %s, %s, %s, %s, 1) "
         f"ON CONFLICT ({source}, {event_id}) DO NOTHING RETURNING {id_}"
     )
     columns = ", ".join(

@@ -8,15 +8,17 @@ work (receive/dispatch.py). The hot path's SQL is built in ``_inbox_sql``.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, connections, models, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q, Subquery
 from django.utils import timezone
 
+from .. import conf
 from ..bindings import jsonformat
 from ..events import CloudEvent
 from ..redact import redact
@@ -34,6 +36,22 @@ def _clip(column: str, value: str) -> str:
     return value[:limit] if limit is not None else value
 
 
+def ordering_key(event: CloudEvent) -> str:
+    """The event's ordering key as stored: "" unless ``ORDERING`` is on.
+
+    The ``partitionkey`` extension, else the ``subject``, scoped by the
+    ``source`` (a subject is relative to its source), hashed to a fixed length
+    (an index entry of any size); "" when the event has neither.
+    """
+    if not conf.receiver()["ORDERING"]:
+        return ""
+    key = event.get_extension("partitionkey") or event.get_subject()
+    if key is None or key == "":
+        return ""
+    scoped = f"{event.get_source()}\n{key}".encode("utf-8", "surrogatepass")
+    return hashlib.sha256(scoped).hexdigest()
+
+
 def _event_values(connection: BaseDatabaseWrapper, event: CloudEvent) -> list[Any]:
     return [
         event.get_source(),
@@ -42,6 +60,7 @@ def _event_values(connection: BaseDatabaseWrapper, event: CloudEvent) -> list[An
         _clip("subject", event.get_subject() or ""),
         jsonformat.to_json(event).decode(),
         connection.ops.adapt_datetimefield_value(timezone.now()),
+        ordering_key(event),
     ]
 
 
@@ -158,6 +177,22 @@ class ReceivedEventQuerySet(models.QuerySet["ReceivedEvent"]):
                 return self.values_list("pk", flat=True).get(**key)
         return None
 
+    def next_of_key(self, stored: int) -> int | None:
+        """The next event of this one's ordering key that owes deferred work."""
+        key = self.filter(pk=stored).values("ordering_key")
+        return (
+            self.filter(
+                ordering_key=Subquery(key),
+                id__gt=stored,
+                targets__status__in=DUE,
+                targets__next_attempt_at__isnull=False,
+            )
+            .exclude(ordering_key="")
+            .order_by("id")
+            .values_list("id", flat=True)
+            .first()
+        )
+
     def _upsert(self, connection: BaseDatabaseWrapper, event: CloudEvent) -> int | None:
         """Store the event, or count one more delivery of it: its id, in 1-2 statements.
 
@@ -184,6 +219,7 @@ class ReceivedEventQuerySet(models.QuerySet["ReceivedEvent"]):
                         type=_clip("type", event.get_type()),
                         subject=_clip("subject", event.get_subject() or ""),
                         event=jsonformat.to_json(event).decode(),
+                        ordering_key=ordering_key(event),
                     ).pk
             except IntegrityError:  # a concurrent delivery of the same event won
                 stored = self.values_list("pk", flat=True).get(**key)
@@ -192,6 +228,23 @@ class ReceivedEventQuerySet(models.QuerySet["ReceivedEvent"]):
 
 
 DUE = ("pending", "failed")  # with a next attempt time: the worker's to run
+# A started run's error until its outcome is recorded: what a dead worker leaves.
+NO_OUTCOME = (
+    "no outcome recorded: the attempt is running, or its worker died (killed, "
+    "crashed) before the end"
+)
+
+
+def _earlier_unfinished() -> Exists:
+    """A run's event has an earlier event of its key that still owes deferred work."""
+    return Exists(
+        TargetRun.objects.filter(
+            event__ordering_key=OuterRef("event__ordering_key"),
+            event_id__lt=OuterRef("event_id"),
+            status__in=DUE,
+            next_attempt_at__isnull=False,
+        )
+    )
 
 
 class TargetRunQuerySet(models.QuerySet["TargetRun"]):
@@ -249,44 +302,85 @@ class TargetRunQuerySet(models.QuerySet["TargetRun"]):
             updated_at=timezone.now(),
         )
 
-    def due(
-        self, now: datetime, events: Sequence[int] | None = None
+    def start(
+        self,
+        now: datetime,
+        events: Sequence[int] | None = None,
+        *,
+        ordered: bool = False,
+        backoff: tuple[float, float] = (1.0, 600.0),
     ) -> TargetRun | None:
-        """Inside a transaction: claim the next deferred run that is due, or None.
+        """Claim the next deferred run that is due, counting its attempt; or None.
 
-        PostgreSQL locks the row (SKIP LOCKED: two workers never take one run),
-        and the lock lasts as long as the target's transaction: a worker killed
-        mid-target leaves its run due again. SQLite has one writer at a time:
-        the guarded UPDATE takes its lock and re-checks the run.
+        The attempt is counted (and committed) before the target runs, and the run
+        is due again ``backoff`` later: a worker that dies inside the target (a
+        SIGKILL, a segfault) has still used up an attempt, so a target that kills
+        its worker every time is parked after ``MAX_ATTEMPTS`` instead of being
+        retried for ever. Its run's ``error`` says so until an outcome replaces it.
+        ``ordered``: only the runs of events whose key has no earlier unfinished
+        event (``CLOUDEVENTS_RECEIVER["ORDERING"]``). Not in a transaction: the
+        caller then takes the run with ``hold()`` in the target's transaction.
         """
         connection = connections[self.db]
         if connection.vendor == "postgresql":  # one statement, no ORM on the way
-            return self._due_postgresql(connection, now, events)
+            return self._start_postgresql(connection, now, events, ordered, backoff)
         due = self.filter(status__in=DUE, next_attempt_at__lte=now)
         if events is not None:
             due = due.filter(event_id__in=events)
+        if ordered:
+            due = due.filter(Q(event__ordering_key="") | ~_earlier_unfinished())
+        first, cap = backoff
         while True:
             run = due.select_related("event").order_by("next_attempt_at", "id").first()
-            if run is None or due.filter(pk=run.pk).update(updated_at=now):
+            if run is None:
+                return None
+            delay = min(first * 2 ** min(run.attempts, 32), cap)
+            # Guarded by the attempts seen: two workers never count the same one.
+            if self.filter(pk=run.pk, attempts=run.attempts, status__in=DUE).update(
+                attempts=F("attempts") + 1,
+                next_attempt_at=now + timedelta(seconds=delay),
+                error=NO_OUTCOME,
+                updated_at=now,
+            ):
+                run.attempts += 1
                 return run
 
-    def _due_postgresql(
-        self, connection: BaseDatabaseWrapper, now: datetime, events: Any
+    def _start_postgresql(
+        self,
+        connection: BaseDatabaseWrapper,
+        now: datetime,
+        events: Any,
+        ordered: bool,
+        backoff: tuple[float, float],
     ) -> TargetRun | None:
         qn = connection.ops.quote_name
         runs = qn(TargetRun._meta.db_table)
         table = qn(ReceivedEvent._meta.db_table)
-        which = "" if events is None else " AND event_id = ANY(%s)"
+        which = "" if events is None else " AND d.event_id = ANY(%s)"
+        if ordered:  # no earlier event of the same key still owes a deferred run
+            which += (
+                f" AND NOT EXISTS (SELECT 1 FROM {table} k JOIN {table} p ON "
+                f"p.ordering_key = k.ordering_key AND p.id < k.id JOIN {runs} b "
+                f"ON b.event_id = p.id WHERE k.id = d.event_id AND "
+                f"k.ordering_key <> '' AND b.status = ANY(%s) AND "
+                f"b.next_attempt_at IS NOT NULL)"
+            )
         sql = (
-            f"WITH due AS (SELECT id FROM {runs} WHERE status = ANY(%s) AND "
-            f"next_attempt_at <= %s{which} ORDER BY next_attempt_at, id LIMIT 1 "
-            f"FOR UPDATE SKIP LOCKED) SELECT r.id, r.event_id, r.target, "
-            f"r.attempts, e.event_id, e.type, e.event FROM due JOIN {runs} r "
-            f"ON r.id = due.id JOIN {table} e ON e.id = r.event_id"
+            f"WITH due AS (SELECT d.id FROM {runs} d WHERE d.status = ANY(%s) AND "
+            f"d.next_attempt_at <= %s{which} ORDER BY d.next_attempt_at, d.id "
+            f"LIMIT 1 FOR UPDATE OF d SKIP LOCKED) UPDATE {runs} r SET attempts = "
+            f"r.attempts + 1, next_attempt_at = %s::timestamptz + LEAST(%s::float8 "
+            f"* power(2::float8, LEAST(r.attempts, 32)), %s::float8) * interval "
+            f"'1 second', error = %s, updated_at = %s FROM due, {table} e WHERE "
+            f"r.id = due.id AND e.id = r.event_id RETURNING r.id, r.event_id, "
+            f"r.target, r.attempts, e.event_id, e.type, e.event"
         )
         params: list[Any] = [list(DUE), now]
         if events is not None:
             params.append(list(events))
+        if ordered:
+            params.append(list(DUE))
+        params += [now, *backoff, NO_OUTCOME, now]
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             row = cursor.fetchone()
@@ -295,6 +389,29 @@ class TargetRunQuerySet(models.QuerySet["TargetRun"]):
         run = TargetRun(id=row[0], event_id=row[1], target=row[2], attempts=row[3])
         run.event = ReceivedEvent(id=row[1], event_id=row[4], type=row[5], event=row[6])
         return run
+
+    def hold(self, run: TargetRun) -> bool:
+        """In the target's transaction: lock a started run; False if it is not ours.
+
+        It is not if its attempt was counted again meanwhile (taken over when due
+        again) or it got done (``cloudevents_replay``). The lock (PostgreSQL: the
+        row; SQLite: the database) lasts until the target's work commits.
+        """
+        return bool(
+            self.filter(pk=run.pk, attempts=run.attempts, status__in=DUE).update(
+                updated_at=timezone.now()
+            )
+        )
+
+    def finish(self, run: TargetRun, reply: str = "") -> None:
+        """In the target's transaction: a started run is done (its attempt counted)."""
+        self.filter(pk=run.pk).update(
+            status=TargetRun.Status.DONE,
+            error="",
+            reply=reply,
+            next_attempt_at=None,
+            updated_at=timezone.now(),
+        )
 
     def schedule(self, stored: int, targets: Sequence[str]) -> int:
         """Make these runs due for the worker, unless it has them already."""
@@ -306,12 +423,17 @@ class TargetRunQuerySet(models.QuerySet["TargetRun"]):
         )
 
     def retry(
-        self, run: TargetRun, error: BaseException, status: str, at: datetime | None
+        self,
+        run: TargetRun,
+        error: BaseException,
+        status: str,
+        at: datetime | None,
+        attempts: int,
     ) -> None:
-        """Record a deferred run's failure: due again ``at``, or parked/rejected."""
-        self.filter(pk=run.pk).exclude(status=TargetRun.Status.DONE).update(
+        """Record a started run's failure: due again ``at``, or parked/rejected."""
+        self.filter(pk=run.pk, attempts=run.attempts, status__in=DUE).update(
             status=status,
-            attempts=F("attempts") + 1,
+            attempts=attempts,
             error=redact(f"{type(error).__name__}: {error}")[:2000],
             next_attempt_at=at,
             updated_at=timezone.now(),
@@ -344,6 +466,9 @@ class ReceivedEvent(models.Model):
     deliveries = models.PositiveIntegerField(
         default=1, help_text="How many times it was delivered to us."
     )
+    # CLOUDEVENTS_RECEIVER["ORDERING"]: a hash of the source and the
+    # partitionkey (else the subject); "" when off or when the event has neither.
+    ordering_key = models.CharField(max_length=64, blank=True, default="")
 
     objects = ReceivedEventQuerySet.as_manager()
 
@@ -356,7 +481,12 @@ class ReceivedEvent(models.Model):
             )
         ]
         indexes = [
-            models.Index(fields=["type", "received_at"], name="dce_received_type")
+            models.Index(fields=["type", "received_at"], name="dce_received_type"),
+            models.Index(
+                fields=["ordering_key", "id"],
+                name="dce_received_key",
+                condition=~Q(ordering_key=""),
+            ),
         ]
 
     def __str__(self) -> str:

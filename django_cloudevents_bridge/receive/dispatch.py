@@ -58,6 +58,9 @@ class Report:
     # Failed targets that rejected the event's data (a ValidationError): a
     # retry cannot help, so the sender gets a 400, not a 500.
     rejected: dict[str, str] = field(default_factory=dict)
+    # Left to the worker by this delivery (deferred mode, or always-deferred
+    # targets): stored as due runs, not run yet.
+    deferred: list[str] = field(default_factory=list)
     replies: list[CloudEvent] = field(default_factory=list)  # from targets run now
     # Every reply still owed, in target order: those of targets run now, and
     # those kept from earlier deliveries that never went out through the
@@ -110,7 +113,8 @@ def deliver(event: CloudEvent, report: Report | None = None) -> Report:
     if later:
         from .. import work  # work imports this module
 
-        work.schedule(stored, later)
+        if work.schedule(stored, later):
+            report.deferred.extend(later)
     signals.event_received.send_robust(ReceivedEvent, event=event, report=report)
     return report
 

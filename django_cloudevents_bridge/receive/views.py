@@ -75,7 +75,13 @@ class ReceiverView(View):
             return problem(
                 503, "authentication unavailable", Retry_After=str(err.retry_after)
             )
-        if work.deferred():
+        later = work.deferred()
+        try:  # before any handler's work is stored for later
+            for event in received:
+                work.check(event, later)
+        except DjangoValidationError as err:  # never stored for processing
+            return problem(400, f"invalid event data: {'; '.join(err.messages)}")
+        if later:
             return self.defer(received)
         reports: list[dispatch.Report] = []
         try:
@@ -94,11 +100,7 @@ class ReceiverView(View):
     def defer(self, received: list[CloudEvent]) -> HttpResponse:
         """Deferred mode: validate, store with due runs, 202; a worker runs them."""
         try:
-            for event in received:
-                work.check(event)
             work.store(received)
-        except DjangoValidationError as err:  # never stored for processing
-            return problem(400, f"invalid event data: {'; '.join(err.messages)}")
         except DatabaseError as err:
             logger.warning("Receiver database error, asking for a retry: %s", err)
             return problem(503, "temporarily unavailable", Retry_After="1")

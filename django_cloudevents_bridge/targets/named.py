@@ -38,11 +38,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 EVENT_PARAM = "__event__"  # names the event in LogView's query string or form
 _MARK = "_cloudevents_named_handler"
+_DEFERRED = "_cloudevents_deferred"
 
 
 _events: dict[str, type[BaseEvent]] = {}
 _pending: list[type[BaseEvent]] = []  # declared before the app registry was ready
 _functions: list[tuple[str, Callable[..., Any]]] = []
+_deferred: set[tuple[str, Callable[..., Any]]] = set()  # always run on the worker
 
 
 class BaseEvent:
@@ -168,17 +170,26 @@ def find_event(name: str) -> type[BaseEvent]:
 
 
 @overload
-def handler(target: str) -> Callable[[F], F]: ...
+def handler(target: str, *, deferred: bool = False) -> Callable[[F], F]: ...
 @overload
 def handler(target: F) -> F: ...
-def handler(target: str | F) -> Callable[[F], F] | F:
+@overload
+def handler(*, deferred: bool) -> Callable[[F], F]: ...
+def handler(
+    target: str | F | None = None, *, deferred: bool = False
+) -> Callable[[F], F] | F:
     """``@handler`` marks an event method; ``@handler("app.Name")`` a function.
 
     A function handler is called with the received SDK ``CloudEvent`` (as group
     handlers are) after the data passed the event's ``clean()``. Its pattern is a
     glob (``"shop.*"``) over the names of registered events. Registering the same
-    function for the same pattern twice is a no-op.
+    function for the same pattern twice is a no-op. ``deferred=True``
+    (``@handler(deferred=True)`` on a method, ``@handler("app.Name",
+    deferred=True)`` on a function): it always runs on the worker, also in
+    inline mode (e.g. a slow mailer).
     """
+    if target is None:  # @handler(deferred=...) on a method
+        return lambda method: _mark(method, deferred)
     if isinstance(target, str):
         pattern = target
 
@@ -190,17 +201,24 @@ def handler(target: str | F) -> Callable[[F], F] | F:
                 )
             if not any(p == pattern and f is function for p, f in _functions):
                 _functions.append((pattern, function))
+            if deferred:
+                _deferred.add((pattern, function))
             return function
 
         return register
-    if not _is_method(target):
+    return _mark(target, deferred)
+
+
+def _mark(method: F, deferred: bool) -> F:
+    if not _is_method(method):
         raise TypeError(
             f"A bare @handler marks a method of a BaseEvent subclass; give "
-            f"{getattr(target, '__qualname__', target)} an event name: "
+            f"{getattr(method, '__qualname__', method)} an event name: "
             '@handler("app.EventName")'
         )
-    setattr(target, _MARK, True)
-    return target
+    setattr(method, _MARK, True)
+    setattr(method, _DEFERRED, deferred)
+    return method
 
 
 def unregister_handler(
@@ -212,6 +230,9 @@ def unregister_handler(
         for p, f in _functions
         if not (f is function and (pattern is None or p == pattern))
     ]
+    _deferred.difference_update(
+        [(p, f) for p, f in _deferred if f is function and pattern in (None, p)]
+    )
 
 
 def as_json(data: Any) -> Any:
@@ -276,15 +297,20 @@ def _run_function(
     return function(cloudevent)
 
 
-def check(cloudevent: CloudEvent) -> None:
+def check(cloudevent: CloudEvent, *, deferred_only: bool = False) -> None:
     """Raise ValidationError if a named event with handlers fails ``clean()``.
 
-    Deferred mode's check in the receiver: bad data answers 400 and is never
-    stored for processing (inline mode gets the same 400 from the targets).
+    The receiver's check before storing handlers' work for later: bad data
+    answers 400 and is never stored for processing. In deferred mode every
+    handler is later; in inline mode (``deferred_only``) only the always-deferred
+    ones (the inline ones reject the data themselves, with the same 400).
     """
     _resolve()
     event_class = _events.get(cloudevent.get_type())
-    if event_class is not None and next(iter(named_targets(cloudevent)), None):
+    if event_class is None:
+        return
+    targets = named_targets(cloudevent)
+    if any(target.deferred or not deferred_only for target in targets):
         _received(event_class, cloudevent)
 
 
@@ -297,15 +323,18 @@ def named_targets(cloudevent: CloudEvent) -> Iterator[Target]:
     if event_class is None:
         return
     for method in event_class.handler_methods:
+        function = getattr(event_class, method)
         yield Target(
-            f"named:{name}:{name_of(getattr(event_class, method))}",
+            f"named:{name}:{name_of(function)}",
             partial(_run_method, event_class, method),
+            bool(getattr(function, _DEFERRED, False)),
         )
     for pattern, function in list(_functions):
         if fnmatch.fnmatchcase(name, pattern):
             yield Target(
                 f"named:{name}:{name_of(function)}",
                 partial(_run_function, event_class, function),
+                (pattern, function) in _deferred,
             )
 
 

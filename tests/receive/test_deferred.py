@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import signal
 import threading
 from collections import Counter
@@ -18,7 +19,7 @@ from django.db import close_old_connections, connection
 from django.test import Client
 from django.utils import timezone
 
-from django_cloudevents_bridge import events, work
+from django_cloudevents_bridge import events, signals, work
 from django_cloudevents_bridge.bindings import pubsub
 from django_cloudevents_bridge.emit.handlers import locmem
 from django_cloudevents_bridge.models import ReceivedEvent, TargetRun
@@ -27,7 +28,15 @@ from django_cloudevents_bridge.targets.groups import (
     unregister_group_handler,
 )
 from tests import deferred_targets
-from tests.deferred_targets import GROUP, TYPE, failing, slow, starts
+from tests.deferred_targets import (
+    CRASH_GROUP,
+    GROUP,
+    TYPE,
+    crashing,
+    failing,
+    slow,
+    starts,
+)
 from tests.receive.test_pubsub_push import envelope, push
 from tests.relay_proc import Relays, SharedDatabase
 from tests.sink import Sink
@@ -281,6 +290,36 @@ def test_a_lost_enqueue_is_run_by_cloudevents_worker_once(
     assert len(starts("e-1")) == 1
 
 
+@pytest.fixture
+def received() -> Iterator[list]:
+    """What ``event_received`` reports: (id, ran, deferred) per signal."""
+    got: list = []
+
+    def observe(sender, event, report, **kwargs) -> None:
+        got.append((event.get_id(), report.ran, report.deferred))
+
+    signals.event_received.connect(observe)
+    yield got
+    signals.event_received.disconnect(observe)
+
+
+def test_event_received_is_sent_when_the_event_is_stored(deferred, signups, received):
+    slow_target = "group:tests.deferred_targets.slow"
+
+    post("e-1")
+    post("e-1")  # a duplicate: nothing new for the worker
+    post("s-1", {"email": "nobody"}, type="testapp.Signup")  # 400, not stored
+    post("other", type="com.example.elsewhere")  # stored, no target
+    assert received == [
+        ("e-1", [], [slow_target]),
+        ("e-1", [], []),
+        ("other", [], []),
+    ]
+
+    assert work.process() == Counter(done=1)
+    assert len(received) == 3  # the worker sends no second one
+
+
 def test_pubsub_push_follows_the_mode(deferred):
     sent = events.new(TYPE, source="//pubsub.test", id="p-1", data={"n": 1})
     data, attributes = pubsub.to_pubsub(sent)
@@ -409,8 +448,9 @@ def test_django_tasks_db_worker_process_runs_deferred_events(workers, settings):
     }
 
 
-def test_a_worker_killed_mid_target_runs_it_again_exactly_once(workers):
+def test_a_worker_killed_mid_target_runs_it_again_exactly_once(workers, monkeypatch):
     processes, database = workers
+    monkeypatch.setenv("DEFERRED_RECEIVER", json.dumps({"BACKOFF": 0}))
     assert post("e-1", {"block": True}).status_code == 202
     database.publish()
 
@@ -426,8 +466,80 @@ def test_a_worker_killed_mid_target_runs_it_again_exactly_once(workers):
 
     assert len(starts("e-1")) == 2  # started by each worker
     assert list(Tag.objects.values_list("name", flat=True)) == ["e-1"]
-    assert runs() == {"slow": (Status.DONE, 1)}  # the killed attempt left nothing
+    # The killed attempt left nothing but its count (taken before the target ran).
+    assert runs() == {"slow": (Status.DONE, 2)}
     assert "done 1," in second.output()[0]
+
+
+def test_a_target_that_kills_its_worker_is_parked_after_its_attempts(
+    workers, monkeypatch
+):
+    processes, database = workers
+    monkeypatch.setenv(
+        "DEFERRED_RECEIVER", json.dumps({"BACKOFF": 0, "MAX_ATTEMPTS": 3})
+    )
+    register_group_handler(crashing, group=CRASH_GROUP)  # stored, never run here
+    try:
+        assert post("c-1", type="com.example.crash.now").status_code == 202
+    finally:
+        unregister_group_handler(crashing)
+    assert post("e-1").status_code == 202  # other work in the same backlog
+    database.publish()
+
+    exits = []
+    for _ in range(3):  # each worker dies inside the target, recording nothing
+        worker = processes.start("--once", command="cloudevents_worker")
+        exits.append(worker.wait(60))
+    last = processes.start("--once", command="cloudevents_worker")
+    assert last.wait(60) == 0, processes.report()
+    database.refresh()
+
+    assert exits == [-signal.SIGKILL] * 3
+    assert len(starts("c-1")) == 3  # never a fourth time
+    assert "parked 1," in last.output()[0]
+    assert runs() == {"crashing": (Status.PARKED, 3), "slow": (Status.DONE, 1)}
+    parked = TargetRun.objects.get(status=Status.PARKED)
+    assert parked.error == (
+        "WorkerDied: the worker died during the last attempt (killed or crashed)"
+    )
+    assert parked.next_attempt_at is None
+    assert len(starts("e-1")) == 1
+
+
+def test_an_attempt_is_counted_before_its_target_runs(deferred, settings):
+    settings.CLOUDEVENTS_RECEIVER = {**settings.CLOUDEVENTS_RECEIVER, "BACKOFF": 50}
+
+    def dies(event) -> None:
+        raise KeyboardInterrupt  # not an Exception: nothing records an outcome
+
+    register_group_handler(dies, group=GROUP, deferred=True)
+    unregister_group_handler(slow)
+    try:
+        post("e-1")
+        before = timezone.now()
+        with pytest.raises(KeyboardInterrupt):
+            work.process()
+    finally:
+        unregister_group_handler(dies)
+    run = TargetRun.objects.get()
+    # Still due, after the backoff, with the attempt counted and said so.
+    assert (run.status, run.attempts) == (Status.PENDING, 1)
+    assert run.error.startswith("no outcome recorded")
+    assert run.next_attempt_at >= before + timedelta(seconds=50)
+    assert work.process() == Counter()
+
+
+def test_the_worker_beats_while_it_runs_and_stops_on_sigterm(workers, tmp_path):
+    processes, database = workers
+    heartbeat = tmp_path / "beat"
+    worker = processes.start(
+        "--heartbeat-file", str(heartbeat), command="cloudevents_worker"
+    )
+    processes.until(heartbeat.exists, timeout=60)
+    os.utime(heartbeat, (1, 1))  # stale: the loop touches it again while idle
+    processes.until(lambda: heartbeat.stat().st_mtime > 1, timeout=60)
+    worker.send(signal.SIGTERM)
+    assert worker.wait(60) == 0, processes.report()
 
 
 def test_logged_named_events_run_their_handlers_on_the_worker(
@@ -491,14 +603,21 @@ def test_backlog_counts_and_probes(deferred, with_failing, settings, admin_clien
     assert backlog().startswith("pending 4, failed 0, parked 0, rejected 0; oldest")
     with pytest.raises(CommandError, match="waited 3"):
         backlog("--max-age", "600")
+    # Due and not taken: overdue once a worker should have had them.
+    TargetRun.objects.update(next_attempt_at=timezone.now() - timedelta(hours=1))
+    assert backlog().endswith(", due for 3600s")
+    with pytest.raises(CommandError, match="due for 3600s: no worker"):
+        backlog("--max-overdue", "600")
 
     work.process()
     TargetRun.objects.filter(status=Status.FAILED).update(
         next_attempt_at=timezone.now()
     )
     work.process()
-    assert backlog() == "pending 0, failed 0, parked 2, rejected 0; oldest waiting 0s"
-    assert backlog("--max-age", "600", "--max-parked", "2")
+    assert backlog() == (
+        "pending 0, failed 0, parked 2, rejected 0; oldest waiting 0s, due for 0s"
+    )
+    assert backlog("--max-age", "600", "--max-parked", "2", "--max-overdue", "1")
     with pytest.raises(CommandError, match="2 run"):
         backlog("--max-parked", "1")
 
@@ -509,7 +628,7 @@ def test_backlog_counts_and_probes(deferred, with_failing, settings, admin_clien
 
 
 def test_an_always_deferred_target_runs_on_the_worker_in_inline_mode(
-    flags, settings, monkeypatch
+    flags, settings, monkeypatch, received
 ):
     settings.CLOUDEVENTS_RECEIVER = {"TASK_BACKEND": "default"}  # inline mode
     enqueued: list = []
@@ -528,6 +647,10 @@ def test_an_always_deferred_target_runs_on_the_worker_in_inline_mode(
         assert runs() == {"slow": (Status.PENDING, 0), "fast": (Status.DONE, 1)}
         assert post("e-1", {"block": True}).status_code == 202  # a redelivery
         assert enqueued == [[ReceivedEvent.objects.get().pk]]  # once
+        assert [(len(ran), later) for _, ran, later in received] == [
+            (1, ["group:tests.deferred_targets.slow"]),
+            (0, []),  # fast skipped as done, nothing new for the worker
+        ]
 
         (flags / "release").touch()
         assert work.process() == Counter(done=1)
@@ -536,3 +659,67 @@ def test_an_always_deferred_target_runs_on_the_worker_in_inline_mode(
         unregister_group_handler(fast)
     assert runs() == {"slow": (Status.DONE, 1), "fast": (Status.DONE, 1)}
     assert quick == ["e-1"] and len(starts("e-1")) == 1
+
+
+def order(id: str, data: dict):
+    return post(id, data, type="testapp.Order")
+
+
+def test_an_always_deferred_named_handler_runs_on_the_worker_in_inline_mode(
+    flags, settings, signups
+):
+    settings.CLOUDEVENTS_RECEIVER = {"TASK_BACKEND": False}  # inline mode
+
+    assert order("o-1", {"sku": "A1"}).status_code == 202
+    assert order("o-1", {"sku": "A1"}).status_code == 202  # a redelivery
+    assert [call[0] for call in signups] == ["reserve"]
+    assert runs() == {
+        "reserve": (Status.DONE, 1),
+        "confirm": (Status.PENDING, 0),
+    }
+    assert work.process() == Counter(done=1)
+    assert [call[0] for call in signups] == ["reserve", "confirm"]
+
+
+def test_invalid_data_for_a_deferred_named_handler_is_400_in_inline_mode(
+    flags, settings, signups
+):
+    settings.CLOUDEVENTS_RECEIVER = {"TASK_BACKEND": False}
+
+    response = order("o-1", {"name": "no sku"})
+
+    assert response.status_code == 400
+    assert response.json() == {"error": "invalid event data: missing data key(s): sku"}
+    assert not ReceivedEvent.objects.exists()
+    assert signups == []
+
+
+def test_a_deferred_function_handler_beside_inline_ones(flags, settings, signups):
+    from django_cloudevents_bridge import handler
+    from django_cloudevents_bridge.targets.named import unregister_handler
+
+    settings.CLOUDEVENTS_RECEIVER = {"TASK_BACKEND": False}
+    mailed: list = []
+
+    def mail(event) -> None:
+        mailed.append(event.get_id())
+
+    handler("testapp.Sign*", deferred=True)(mail)
+    try:
+        assert post("s-1", {"email": "A@B.C"}, type="testapp.Signup").status_code == 202
+        assert [call[0] for call in signups] == ["welcome", "count"]
+        assert mailed == []
+        assert work.process() == Counter(done=1)
+    finally:
+        unregister_handler(mail)
+    assert mailed == ["s-1"]
+    assert {status for status, _ in runs().values()} == {Status.DONE}
+
+
+def test_handler_deferred_without_a_name_is_for_methods():
+    from django_cloudevents_bridge import handler
+
+    def plain(event) -> None: ...
+
+    with pytest.raises(TypeError, match="an event name"):
+        handler(deferred=True)(plain)

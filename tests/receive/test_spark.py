@@ -158,6 +158,17 @@ def test_a_broken_source_never_breaks_save(emitted, commit, caplog):
     assert "Could not emit the spark events" in caplog.text
 
 
+def deliver(event: events.CloudEvent):
+    """POST the event to the receiver in binary mode, as a broker would."""
+    headers, body = http.to_http(event)
+    return Client(enforce_csrf_checks=True).post(
+        "/cloudevents/",
+        body,
+        content_type=headers.pop("Content-Type", None),
+        headers=headers,
+    )
+
+
 def test_emitted_events_received_twice_run_the_handler_once(emitted, commit, handled):
     register(sender=Tag, source=tag_events)
     with commit():
@@ -166,19 +177,31 @@ def test_emitted_events_received_twice_run_the_handler_once(emitted, commit, han
     sent = spark_events(emitted)
     assert len(sent) == 4
 
-    client = Client(enforce_csrf_checks=True)
     for event in sent:  # what a broker would deliver: each key twice
-        headers, body = http.to_http(event)
-        response = client.post(
-            "/cloudevents/",
-            body,
-            content_type=headers.pop("Content-Type", None),
-            headers=headers,
-        )
-        assert response.status_code == 202
+        assert deliver(event).status_code == 202
 
     assert [e.get_type() for e in handled] == ["tag.created", "tag.hot"]
     assert ReceivedEvent.objects.get(type="tag.hot").deliveries == 2
+
+
+def test_sources_events_run_their_handlers_on_the_worker_in_deferred_mode(
+    emitted, commit, handled, settings
+):
+    from collections import Counter
+
+    from django_cloudevents_bridge import work
+
+    settings.CLOUDEVENTS_RECEIVER = {"MODE": "deferred", "TASK_BACKEND": False}
+    register(sender=Tag, source=tag_events)
+    with commit():
+        Tag.objects.create(name="hot-news")
+    for event in spark_events(emitted) * 2:  # each delivered twice
+        assert deliver(event).status_code == 202
+    assert handled == []  # stored only
+
+    assert work.process() == Counter(done=2)
+    assert [e.get_type() for e in handled] == ["tag.created", "tag.hot"]
+    assert work.process() == Counter()
 
 
 # In-process use: process_events / only_new_events.

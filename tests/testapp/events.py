@@ -52,3 +52,18 @@ class GiftPurchase(Purchase):
     @handler
     def wrap(self) -> None:
         calls.append(("wrap", self.name, self.data))
+
+
+class Order(BaseEvent):
+    """An inline handler and an always-deferred one (a slow mailer)."""
+
+    def clean(self) -> None:
+        self.require_data_keys(["sku"])
+
+    @handler
+    def reserve(self) -> None:
+        calls.append(("reserve", self.name, self.data))
+
+    @handler(deferred=True)
+    def confirm(self) -> None:
+        calls.append(("confirm", self.name, self.data))

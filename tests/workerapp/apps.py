@@ -12,3 +12,9 @@ class WorkerAppConfig(AppConfig):
         from tests import deferred_targets
 
         register_group_handler(deferred_targets.slow, group=deferred_targets.GROUP)
+        register_group_handler(
+            deferred_targets.crashing, group=deferred_targets.CRASH_GROUP
+        )
+        register_group_handler(
+            deferred_targets.ordered, group=deferred_targets.ORDERED_GROUP
+        )

@@ -8,9 +8,12 @@ one it is the sweeper for lost enqueues, retries and crashed task workers.
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import threading
+import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
@@ -19,6 +22,22 @@ from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from ... import conf, notifications, work
 
 logger = logging.getLogger("django_cloudevents_bridge")
+
+HEARTBEAT_EVERY = 5.0  # seconds: at most this long between touches of the file
+
+
+class Heartbeat:
+    """Touches a file (if given) when called, at most once a second unless forced."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = Path(path) if path else None
+        self.last = -math.inf
+
+    def __call__(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.path is not None and (force or now - self.last >= 1.0):
+            self.path.touch()
+            self.last = now
 
 
 class Command(BaseCommand):
@@ -34,6 +53,11 @@ class Command(BaseCommand):
             "--interval", type=float, help="idle poll interval, seconds"
         )
         parser.add_argument("--database", default=DEFAULT_DB_ALIAS)
+        parser.add_argument(
+            "--heartbeat-file",
+            help="touch this file between runs, at least every few seconds while "
+            "idle (a liveness probe's signal; a target that hangs stops it)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         using = options["database"]
@@ -41,20 +65,22 @@ class Command(BaseCommand):
         stop = threading.Event()
         total: Counter[str] = Counter()
         sent: Counter[str] = Counter()
+        beat = Heartbeat(options["heartbeat_file"])
         try:
             if options["once"]:
-                total = work.process(using=using)
+                total = work.process(using=using, after_each=beat)
                 sent = notifications.send_due(using=using)
             else:
                 self.trap(stop)
                 while not stop.is_set():
+                    beat(force=True)
                     try:
-                        total += work.process(stop=stop, using=using)
+                        total += work.process(stop=stop, using=using, after_each=beat)
                         sent += notifications.send_due(stop=stop, using=using)
                     except DatabaseError as err:  # a restart or failover
                         logger.warning("Worker database error, retrying: %s", err)
                         connections[using].close()
-                    stop.wait(interval)
+                    stop.wait(min(interval, HEARTBEAT_EVERY))
         finally:
             connections[using].close()
         self.stdout.write(
