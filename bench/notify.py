@@ -45,7 +45,11 @@ def configure(directory: Path, pg_name: str | None) -> list[str]:
         USE_TZ=True,
         TIME_ZONE="UTC",
         DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
-        INSTALLED_APPS=["django_cloudevents_bridge"],
+        INSTALLED_APPS=[
+            "django.contrib.auth",
+            "django.contrib.contenttypes",
+            "django_cloudevents_bridge",
+        ],
         DATABASES=databases,
         ROOT_URLCONF="bench.notify_urls",
         EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend",

@@ -113,7 +113,11 @@ def configure() -> None:
         USE_TZ=True,
         TIME_ZONE="UTC",
         DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
-        INSTALLED_APPS=["django_cloudevents_bridge"],
+        INSTALLED_APPS=[
+            "django.contrib.auth",
+            "django.contrib.contenttypes",
+            "django_cloudevents_bridge",
+        ],
         DATABASES={"default": postgres(os.environ[DATABASE_VAR])},
         MIDDLEWARE=MIDDLEWARE,
         ROOT_URLCONF=MODULE,

@@ -12,7 +12,12 @@ SECRET_KEY = "bench-only"
 USE_TZ = True
 TIME_ZONE = "UTC"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-INSTALLED_APPS = ["django_cloudevents_bridge", "bench"]
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django_cloudevents_bridge",
+    "bench",
+]
 DATABASES = {"default": postgres()}
 CLOUDEVENTS_SOURCE = "urn:django:bench"
 CLOUDEVENTS_HANDLER = "http"

@@ -64,7 +64,12 @@ def configure(directory: Path, *, with_postgres: bool) -> list[str]:
         USE_TZ=True,
         TIME_ZONE="UTC",
         DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
-        INSTALLED_APPS=["django_cloudevents_bridge", "bench"],
+        INSTALLED_APPS=[
+            "django.contrib.auth",
+            "django.contrib.contenttypes",
+            "django_cloudevents_bridge",
+            "bench",
+        ],
         DATABASES=databases,
         CLOUDEVENTS_SOURCE="urn:django:bench",
         LOGGING_CONFIG=None,

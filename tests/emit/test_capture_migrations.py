@@ -27,7 +27,12 @@ import json, os
 SECRET_KEY = "shop"
 USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-INSTALLED_APPS = ["django_cloudevents_bridge", "shop"]
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django_cloudevents_bridge",
+    "shop",
+]
 DATABASES = {"default": {
     "ENGINE": "django.db.backends.postgresql",
     "HOST": os.environ.get("PGHOST", "127.0.0.1"),
