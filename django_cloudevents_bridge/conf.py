@@ -23,7 +23,15 @@ def _setting(name: str, default: Any = None) -> Any:
     objects ``settings`` reads from: ``override_settings`` layers (with their
     deleted names) over the project's settings. Nothing is cached here, so a
     setting changed in any way is seen at once.
+
+    A setting read before is found first in ``settings``' own cache of the
+    values read (``LazySettings`` keeps them in its ``__dict__`` and drops one
+    when it is assigned or deleted, and all of them when an override begins or
+    ends): one dict lookup for the settings a project sets.
     """
+    cached = vars(settings).get(name, empty)
+    if cached is not empty:
+        return cached
     holder = vars(settings).get("_wrapped", empty)
     while isinstance(holder, UserSettingsHolder):
         if name in holder._deleted:

@@ -78,7 +78,7 @@ def store(batch: Sequence[CloudEvent], using: str) -> None:
     claim = background.claim(using, options["LEASE"]) if options["BACKGROUND"] else None
     try:
         if ready(using):
-            write(batch, using, ids, claim)
+            write(batch, using, ids, claim, lock_timeout=options["LOCK_TIMEOUT"])
         else:
             rest = list(batch)
     except Exception:
@@ -104,13 +104,16 @@ def write(
     using: str,
     ids: list[int] | None = None,
     claim: Claim | None = None,
+    *,
+    lock_timeout: Any = None,
 ) -> list[int]:
     """INSERT one row per event on ``using`` (in its current transaction).
 
     Returns the new rows' ids, appended to ``ids`` as they are written when it
     is given (so a caller knows which rows exist if a later INSERT fails). With
     ``claim`` (the background sender's) the rows are written claimed by it, and
-    recorded in ``claim``.
+    recorded in ``claim``. ``lock_timeout``: ``LOCK_TIMEOUT`` as the caller
+    read it (None: read here).
 
     This runs inside every ``save()``, so it is one plain INSERT statement: no
     model instances, no signals, no BEGIN/COMMIT of its own in autocommit mode.
@@ -142,7 +145,9 @@ def write(
     ids = [] if ids is None else ids
     with connection.cursor() as cursor:
         kind = _lock_bound(connection, cursor)
-        bound = _lock_timeout_ms(conf.outbox()["LOCK_TIMEOUT"]) if kind else None
+        if kind and lock_timeout is None:
+            lock_timeout = conf.outbox()["LOCK_TIMEOUT"]
+        bound = _lock_timeout_ms(lock_timeout) if kind else None
         if bound:
             restore = not connection.get_autocommit()
             sql = _bounded(sql, bound, restore=restore)

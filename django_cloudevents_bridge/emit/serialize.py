@@ -224,6 +224,28 @@ def without_sensitive(value: Any, origin: str = "") -> Any:
 _WALKED = (dict, list, tuple)
 
 
+def without_sensitive_below(data: Any, origin: str = "") -> Any:
+    """:func:`without_sensitive` for a dict whose own keys are known to be clean
+    (a model's fields, which :func:`to_dict` leaves out): only its dict, list
+    and tuple values are walked. The same result, without a walk per ``save()``
+    over data that is mostly scalars. Anything but a dict is walked whole.
+    """
+    if not isinstance(data, dict):
+        return without_sensitive(data, origin)
+    if not any(isinstance(value, _WALKED) for value in data.values()):
+        return data
+    return {
+        key: without_sensitive(value, origin) if isinstance(value, _WALKED) else value
+        for key, value in data.items()
+    }
+
+
+def any_sensitive(keys: Iterable[str]) -> bool:
+    """True if one of ``keys`` looks like a secret (see :func:`is_sensitive`)."""
+    sensitive = _matcher(conf.sensitive_fields())
+    return any(sensitive[key] for key in keys)
+
+
 def _left_out(sensitive: Callable[[str], bool], origin: str, name: str) -> bool:
     """True (and logged once) if a model field looks like a secret."""
     if not sensitive(name):
