@@ -5,7 +5,6 @@ queries on the common path; and the one JSON encoding of every event's data.
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime
 import decimal
 import fnmatch
@@ -74,8 +73,11 @@ def to_dict(
         elif hasattr(value, "resolve_expression") and _is_expression(value):
             expressions.append((name, field))
         else:
-            with contextlib.suppress(*UNCONVERTED):  # then sent as it is
+            # Not contextlib.suppress: that is a context manager per field per save().
+            try:  # noqa: SIM105
                 value = convert(value, connection)
+            except UNCONVERTED:
+                pass  # then sent as it is
             data[name] = to_json_safe(value)
     if expressions:
         data.update(_read_back(instance, expressions, using))
