@@ -184,6 +184,9 @@ def create_tables(aliases: Sequence[str]) -> None:
     notify = importlib.import_module(
         "django_cloudevents_bridge.migrations.0004_relay_heartbeat"
     )
+    writer = importlib.import_module(
+        "django_cloudevents_bridge.migrations.0010_outbox_writer"
+    )
     for alias in aliases:
         drop_tables([alias])  # left behind by an interrupted run
         with connections[alias].schema_editor() as editor:
@@ -191,6 +194,8 @@ def create_tables(aliases: Sequence[str]) -> None:
                 editor.create_model(model)
             # The NOTIFY trigger (PostgreSQL): part of every outbox INSERT.
             notify._on_postgresql(notify.CREATE)(None, editor)
+            # The function save() writes its row through (PostgreSQL).
+            writer._on_postgresql(writer.CREATE)(None, editor)
 
 
 def drop_tables(aliases: Sequence[str]) -> None:

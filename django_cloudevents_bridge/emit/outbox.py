@@ -141,19 +141,27 @@ def write(
             now,
         )
         values.append((*row, *claimed, subject, subject) if claimed else row)
-    sql = _insert_sql(using, returning, bool(claimed))
     ids = [] if ids is None else ids
-    with connection.cursor() as cursor:
-        kind = _lock_bound(connection, cursor)
-        if kind and lock_timeout is None:
+    bound = None
+    if connection.vendor == "postgresql":
+        if lock_timeout is None:
             lock_timeout = conf.outbox()["LOCK_TIMEOUT"]
-        bound = _lock_timeout_ms(lock_timeout) if kind else None
-        if bound:
+        bound = _lock_timeout_ms(lock_timeout)
+    with connection.cursor() as cursor:
+        kind = None
+        if bound and not claimed and _writer_ready(using):
+            # One statement: the function sets the bound and gives the value back.
+            sql = _insert_sql(using, returning, writer=True)
+            values = [(f"{bound}ms", *row) for row in values]
+        else:
+            sql = _insert_sql(using, returning, bool(claimed))
+            kind = _lock_bound(connection, cursor) if bound else None
+        if bound and kind:
             restore = not connection.get_autocommit()
             sql = _bounded(sql, bound, restore=restore)
         for row in values:
             cursor.execute(sql, row)
-            if bound and kind == "psycopg":
+            if kind == "psycopg":
                 cursor.nextset()  # psycopg 3 starts at the first statement's result
             found: Any = cursor.fetchone() if returning else (cursor.lastrowid,)
             ids.append(found[0])
@@ -236,9 +244,43 @@ def _bounded(insert: str, milliseconds: int, *, restore: bool) -> str:
     )
 
 
+_writers: dict[str, bool] = {}  # alias -> has the function of migration 0010
+_writers_checked: dict[str, float] = {}  # alias -> when it was found missing
+
+
+def _writer_ready(using: str) -> bool:
+    """True if ``dce_outbox_write()`` (migration 0010) exists on ``using``.
+
+    Found once per process, as the table is (:func:`ready`); until then the row
+    is written by the INSERT bounded in its statement string (:func:`_bounded`).
+    """
+    if _writers.get(using):
+        return True
+    if time.monotonic() - _writers_checked.get(using, -RECHECK) < RECHECK:
+        return False
+    with connections[using].cursor() as cursor:
+        cursor.execute("SELECT to_regprocedure(%s) IS NOT NULL", [WRITER])
+        found = bool(cursor.fetchone()[0])
+    if found:
+        _writers[using] = True
+    else:
+        _writers_checked[using] = time.monotonic()
+    return found
+
+
+WRITER = (
+    "dce_outbox_write(text, text, text, text, text, text, timestamptz, timestamptz)"
+)
+
+
 @functools.lru_cache(maxsize=8)
-def _insert_sql(using: str, returning: bool, claimed: bool = False) -> str:
+def _insert_sql(
+    using: str, returning: bool, claimed: bool = False, writer: bool = False
+) -> str:
     """The outbox INSERT; ``claimed``: written claimed by the background sender.
+
+    ``writer`` (PostgreSQL): the call of ``dce_outbox_write()`` instead, which
+    takes the lock bound first, then the INSERT's parameters, and returns the id.
 
     A claimed row takes two more parameters, the sender's token and the lease's
     end, then its subject twice: it is written unclaimed if an earlier row of its
@@ -261,6 +303,8 @@ def _insert_sql(using: str, returning: bool, claimed: bool = False) -> str:
         "last_error": "''",
     }
     qn = connections[using].ops.quote_name
+    if writer:
+        return f"SELECT dce_outbox_write({', '.join(['%s'] * 8)})"
     table = qn(OutboxEvent._meta.db_table)
     names = ", ".join(qn(c) for c in [*columns, *["locked_until"][:claimed]])
     if not claimed:
