@@ -406,6 +406,10 @@ def test_model_event_data_is_what_events_new_builds(sent_events):
         time=event.get_time(),
     )
     assert jsonformat.to_json(rebuilt) == jsonformat.to_json(event)
+    # Built without the SDK's checks (the installed SDK allows it), still its class.
+    assert events._PLAIN
+    assert type(event) is events.CloudEvent
+    assert event.get_attributes() == rebuilt.get_attributes()
 
 
 def test_a_key_of_the_bridges_own_called_sensitive_is_left_out(sent_events, settings):
