@@ -100,11 +100,12 @@ def bridge(
 def floor() -> Iterator[None]:
     """The outbox row alone: one prebuilt row INSERTed from ``post_save``.
 
-    No event is built or encoded and no setting is read: the same statement as
-    ``outbox.write()``, so this is the least that any outbox written in the
-    caller's transaction costs here. Each row still gets its own id and its
-    object's subject, as the bridge's do (the indexes cost what they cost the
-    bridge). The outbox variant's distance from it is the bridge's own Python.
+    No event is built or encoded and no setting is read: the outbox's plain
+    INSERT (``outbox.write()`` goes through ``dce_outbox_write()`` on
+    PostgreSQL, for its lock bound), so this is the least that any outbox
+    written in the caller's transaction costs here. Each row still gets its own
+    id and its object's subject, as the bridge's do (the indexes cost what they
+    cost the bridge). The outbox variant's distance from it is the bridge's own Python.
     """
     [event] = sample_events(1)
     document = jsonformat.to_json(event).decode()

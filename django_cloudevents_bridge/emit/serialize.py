@@ -242,10 +242,15 @@ def without_sensitive_below(data: Any, origin: str = "") -> Any:
     }
 
 
-def any_sensitive(keys: Iterable[str]) -> bool:
+def any_sensitive(keys: tuple[str, ...]) -> bool:
     """True if one of ``keys`` looks like a secret (see :func:`is_sensitive`)."""
-    sensitive = _matcher(conf.sensitive_fields())
-    return any(sensitive[key] for key in keys)
+    return _any_sensitive(keys, conf.sensitive_fields())
+
+
+@functools.lru_cache(maxsize=16)
+def _any_sensitive(keys: tuple[str, ...], patterns: tuple[str, ...]) -> bool:
+    sensitive = _matcher(patterns)
+    return any(sensitive(key) for key in keys)
 
 
 def _left_out(sensitive: Callable[[str], bool], origin: str, name: str) -> bool:
