@@ -100,11 +100,12 @@ def bridge(
 def floor() -> Iterator[None]:
     """The outbox row alone: one prebuilt row INSERTed from ``post_save``.
 
-    No event is built or encoded and no setting is read: the same statement as
-    ``outbox.write()``, so this is the least that any outbox written in the
-    caller's transaction costs here. Each row still gets its own id and its
-    object's subject, as the bridge's do (the indexes cost what they cost the
-    bridge). The outbox variant's distance from it is the bridge's own Python.
+    No event is built or encoded and no setting is read: the outbox's plain
+    INSERT (``outbox.write()`` goes through ``dce_outbox_write()`` on
+    PostgreSQL, for its lock bound), so this is the least that any outbox
+    written in the caller's transaction costs here. Each row still gets its own
+    id and its object's subject, as the bridge's do (the indexes cost what they
+    cost the bridge). The outbox variant's distance from it is the bridge's own Python.
     """
     [event] = sample_events(1)
     document = jsonformat.to_json(event).decode()
@@ -184,6 +185,9 @@ def create_tables(aliases: Sequence[str]) -> None:
     notify = importlib.import_module(
         "django_cloudevents_bridge.migrations.0004_relay_heartbeat"
     )
+    writer = importlib.import_module(
+        "django_cloudevents_bridge.migrations.0010_outbox_writer"
+    )
     for alias in aliases:
         drop_tables([alias])  # left behind by an interrupted run
         with connections[alias].schema_editor() as editor:
@@ -191,6 +195,8 @@ def create_tables(aliases: Sequence[str]) -> None:
                 editor.create_model(model)
             # The NOTIFY trigger (PostgreSQL): part of every outbox INSERT.
             notify._on_postgresql(notify.CREATE)(None, editor)
+            # The function save() writes its row through (PostgreSQL).
+            writer._on_postgresql(writer.CREATE)(None, editor)
 
 
 def drop_tables(aliases: Sequence[str]) -> None:

@@ -6,6 +6,7 @@ are never written into the settings object.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -23,8 +24,17 @@ def _setting(name: str, default: Any = None) -> Any:
     objects ``settings`` reads from: ``override_settings`` layers (with their
     deleted names) over the project's settings. Nothing is cached here, so a
     setting changed in any way is seen at once.
+
+    A setting read before is found first in ``settings``' own cache of the
+    values read (``LazySettings`` keeps them in its ``__dict__`` and drops one
+    when it is assigned or deleted, and all of them when an override begins or
+    ends): one dict lookup for the settings a project sets.
     """
-    holder = vars(settings).get("_wrapped", empty)
+    lazy = _lazy_dict()
+    cached = lazy.get(name, empty)
+    if cached is not empty:
+        return cached
+    holder = lazy.get("_wrapped", empty)
     while isinstance(holder, UserSettingsHolder):
         if name in holder._deleted:
             return default
@@ -34,6 +44,14 @@ def _setting(name: str, default: Any = None) -> Any:
     if holder is empty or not (isinstance(holder, Settings) or holder is defaults):
         return getattr(settings, name, default)  # a holder of another kind
     return getattr(settings, name) if name in vars(holder) else default
+
+
+@functools.cache
+def _lazy_dict() -> dict[str, Any]:
+    """``vars(settings)``, the same dict for the process's life (``LazySettings``
+    clears it, never replaces it): fetched once, as ``vars()`` goes through
+    ``LazyObject.__getattribute__`` each time."""
+    return vars(settings)
 
 
 DEFAULT_ENV = {"SINK_VAR": "K_SINK", "SOURCE_VAR": "K_SOURCE"}
@@ -115,7 +133,11 @@ def sink() -> str | None:
 
 def source() -> str:
     """The event ``source``: env var (``K_SOURCE``), then ``CLOUDEVENTS_SOURCE``."""
-    from_env = os.environ.get(env()["SOURCE_VAR"])
+    configured = _setting("CLOUDEVENTS_ENV", None)
+    name = DEFAULT_ENV["SOURCE_VAR"]
+    if isinstance(configured, dict):  # as env() reads it, without a new dict
+        name = configured.get("SOURCE_VAR", name)
+    from_env = os.environ.get(name)
     if from_env:
         return from_env
     configured = _setting("CLOUDEVENTS_SOURCE", None)

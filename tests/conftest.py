@@ -53,8 +53,11 @@ def failing_outbox_insert(monkeypatch) -> None:
     """Every outbox INSERT fails (a table that is not there), as a server would."""
     from django_cloudevents_bridge.emit import outbox
 
-    def nowhere(using: str, returning: bool, claimed: bool = False) -> str:
-        return f"INSERT INTO nowhere ({', '.join(['%s'] * (11 if claimed else 7))})"
+    def nowhere(
+        using: str, returning: bool, claimed: bool = False, writer: bool = False
+    ) -> str:
+        count = 11 if claimed else 8 if writer else 7
+        return f"INSERT INTO nowhere ({', '.join(['%s'] * count)})"
 
     monkeypatch.setattr(outbox, "_insert_sql", nowhere)
 

@@ -78,7 +78,7 @@ def store(batch: Sequence[CloudEvent], using: str) -> None:
     claim = background.claim(using, options["LEASE"]) if options["BACKGROUND"] else None
     try:
         if ready(using):
-            write(batch, using, ids, claim)
+            write(batch, using, ids, claim, lock_timeout=options["LOCK_TIMEOUT"])
         else:
             rest = list(batch)
     except Exception:
@@ -104,13 +104,16 @@ def write(
     using: str,
     ids: list[int] | None = None,
     claim: Claim | None = None,
+    *,
+    lock_timeout: Any = None,
 ) -> list[int]:
     """INSERT one row per event on ``using`` (in its current transaction).
 
     Returns the new rows' ids, appended to ``ids`` as they are written when it
     is given (so a caller knows which rows exist if a later INSERT fails). With
     ``claim`` (the background sender's) the rows are written claimed by it, and
-    recorded in ``claim``.
+    recorded in ``claim``. ``lock_timeout``: ``LOCK_TIMEOUT`` as the caller
+    read it (None: read here).
 
     This runs inside every ``save()``, so it is one plain INSERT statement: no
     model instances, no signals, no BEGIN/COMMIT of its own in autocommit mode.
@@ -138,17 +141,27 @@ def write(
             now,
         )
         values.append((*row, *claimed, subject, subject) if claimed else row)
-    sql = _insert_sql(using, returning, bool(claimed))
     ids = [] if ids is None else ids
+    bound = None
+    if connection.vendor == "postgresql":
+        if lock_timeout is None:
+            lock_timeout = conf.outbox()["LOCK_TIMEOUT"]
+        bound = _lock_timeout_ms(lock_timeout)
     with connection.cursor() as cursor:
-        kind = _lock_bound(connection, cursor)
-        bound = _lock_timeout_ms(conf.outbox()["LOCK_TIMEOUT"]) if kind else None
-        if bound:
+        kind = None
+        if bound and not claimed and _writer_ready(using):
+            # One statement: the function sets the bound and gives the value back.
+            sql = _insert_sql(using, returning, writer=True)
+            values = [(f"{bound}ms", *row) for row in values]
+        else:
+            sql = _insert_sql(using, returning, bool(claimed))
+            kind = _lock_bound(connection, cursor) if bound else None
+        if bound and kind:
             restore = not connection.get_autocommit()
             sql = _bounded(sql, bound, restore=restore)
         for row in values:
             cursor.execute(sql, row)
-            if bound and kind == "psycopg":
+            if kind == "psycopg":
                 cursor.nextset()  # psycopg 3 starts at the first statement's result
             found: Any = cursor.fetchone() if returning else (cursor.lastrowid,)
             ids.append(found[0])
@@ -231,9 +244,43 @@ def _bounded(insert: str, milliseconds: int, *, restore: bool) -> str:
     )
 
 
+_writers: dict[str, bool] = {}  # alias -> has the function of migration 0010
+_writers_checked: dict[str, float] = {}  # alias -> when it was found missing
+
+
+def _writer_ready(using: str) -> bool:
+    """True if ``dce_outbox_write()`` (migration 0010) exists on ``using``.
+
+    Found once per process, as the table is (:func:`ready`); until then the row
+    is written by the INSERT bounded in its statement string (:func:`_bounded`).
+    """
+    if _writers.get(using):
+        return True
+    if time.monotonic() - _writers_checked.get(using, -RECHECK) < RECHECK:
+        return False
+    with connections[using].cursor() as cursor:
+        cursor.execute("SELECT to_regprocedure(%s) IS NOT NULL", [WRITER])
+        found = bool(cursor.fetchone()[0])
+    if found:
+        _writers[using] = True
+    else:
+        _writers_checked[using] = time.monotonic()
+    return found
+
+
+WRITER = (
+    "dce_outbox_write(text, text, text, text, text, text, timestamptz, timestamptz)"
+)
+
+
 @functools.lru_cache(maxsize=8)
-def _insert_sql(using: str, returning: bool, claimed: bool = False) -> str:
+def _insert_sql(
+    using: str, returning: bool, claimed: bool = False, writer: bool = False
+) -> str:
     """The outbox INSERT; ``claimed``: written claimed by the background sender.
+
+    ``writer`` (PostgreSQL): the call of ``dce_outbox_write()`` instead, which
+    takes the lock bound first, then the INSERT's parameters, and returns the id.
 
     A claimed row takes two more parameters, the sender's token and the lease's
     end, then its subject twice: it is written unclaimed if an earlier row of its
@@ -256,6 +303,8 @@ def _insert_sql(using: str, returning: bool, claimed: bool = False) -> str:
         "last_error": "''",
     }
     qn = connections[using].ops.quote_name
+    if writer:
+        return f"SELECT dce_outbox_write({', '.join(['%s'] * 8)})"
     table = qn(OutboxEvent._meta.db_table)
     names = ", ".join(qn(c) for c in [*columns, *["locked_until"][:claimed]])
     if not claimed:

@@ -5,7 +5,6 @@ queries on the common path; and the one JSON encoding of every event's data.
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime
 import decimal
 import fnmatch
@@ -74,8 +73,11 @@ def to_dict(
         elif hasattr(value, "resolve_expression") and _is_expression(value):
             expressions.append((name, field))
         else:
-            with contextlib.suppress(*UNCONVERTED):  # then sent as it is
+            # Not contextlib.suppress: that is a context manager per field per save().
+            try:  # noqa: SIM105
                 value = convert(value, connection)
+            except UNCONVERTED:
+                pass  # then sent as it is
             data[name] = to_json_safe(value)
     if expressions:
         data.update(_read_back(instance, expressions, using))
@@ -236,6 +238,33 @@ def without_sensitive(value: Any, origin: str = "") -> Any:
 
 
 _WALKED = (dict, list, tuple)
+
+
+def without_sensitive_below(data: Any, origin: str = "") -> Any:
+    """:func:`without_sensitive` for a dict whose own keys are known to be clean
+    (a model's fields, which :func:`to_dict` leaves out): only its dict, list
+    and tuple values are walked. The same result, without a walk per ``save()``
+    over data that is mostly scalars. Anything but a dict is walked whole.
+    """
+    if not isinstance(data, dict):
+        return without_sensitive(data, origin)
+    if not any(isinstance(value, _WALKED) for value in data.values()):
+        return data
+    return {
+        key: without_sensitive(value, origin) if isinstance(value, _WALKED) else value
+        for key, value in data.items()
+    }
+
+
+def any_sensitive(keys: tuple[str, ...]) -> bool:
+    """True if one of ``keys`` looks like a secret (see :func:`is_sensitive`)."""
+    return _any_sensitive(keys, conf.sensitive_fields())
+
+
+@functools.lru_cache(maxsize=16)
+def _any_sensitive(keys: tuple[str, ...], patterns: tuple[str, ...]) -> bool:
+    sensitive = _matcher(patterns)
+    return any(sensitive(key) for key in keys)
 
 
 def _left_out(sensitive: Callable[[str], bool], origin: str, name: str) -> bool:

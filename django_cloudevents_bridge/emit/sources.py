@@ -30,6 +30,19 @@ MODEL_OPTIONS = frozenset(("signals", "fields", "exclude", "data")) | {
 # m2m_changed fires for pre_* actions too; only the post_* ones describe a change.
 M2M_ACTIONS = frozenset(("post_add", "post_remove", "post_clear"))
 APP_LABEL = "django_cloudevents_bridge"
+# The keys of a model event's data the bridge writes itself, besides the model's
+# fields: events.new() would leave one out if a project calls it sensitive.
+ENVELOPE_KEYS = ("data", "signal_kwargs", "db_table", "using") + (
+    "changed_fields",
+    "previous_values",
+    "created",
+    "update_fields",
+    "raw",
+    "action",
+    "reverse",
+    "model",
+    "pk_set",
+)
 
 
 def send_cloudevent(sender: Any, **kwargs: Any) -> None:
@@ -84,24 +97,29 @@ def from_signal(sender: Any, **kwargs: Any) -> events.CloudEvent | None:
         }
     else:
         signal_kwargs = {"using": kwargs.get("using")}
+    kind = f"django.orm.{name}"
     if name == "m2m_changed" and kwargs.get("reverse"):
         # The change was made from the other side (tag.article_set.add(...)):
         # that model may not be registered, so only its primary key is sent.
-        data = {opts.pk.name: serialize.to_json_safe(instance.pk)}
+        data = serialize.without_sensitive(
+            {opts.pk.name: serialize.to_json_safe(instance.pk)}, origin=kind
+        )
     else:
-        data = model_data(instance, signal_kwargs)
-    # "changed_fields" / "previous_values" of an update, where the model asks.
-    changed = changes.of(instance, data, signal_kwargs) if name == "post_save" else {}
+        # Its fields are filtered already: only values holding objects are walked.
+        data = serialize.without_sensitive_below(
+            model_data(instance, signal_kwargs), origin=kind
+        )
+    payload = {"data": data, "signal_kwargs": signal_kwargs, "db_table": opts.db_table}
+    if name == "post_save":  # "changed_fields" / "previous_values", where asked
+        payload.update(changes.of(instance, data, signal_kwargs))
     return events.new(
-        f"django.orm.{name}",
+        kind,
         subject=f"DCE:{opts.app_label}.{opts.model_name}/{instance.pk}",
         extensions={"djangoapp": opts.app_label, "djangomodel": str(opts.model_name)},
-        data={
-            "data": data,
-            "signal_kwargs": signal_kwargs,
-            "db_table": opts.db_table,
-            **changed,
-        },
+        data=payload,
+        # Checked above, unless a project calls one of the bridge's own keys a
+        # secret: then events.new() leaves it out, as for anyone's data.
+        trusted=not serialize.any_sensitive(ENVELOPE_KEYS),
     )
 
 

@@ -553,7 +553,8 @@ def test_rows_written_before_a_failed_insert_are_relayed_the_rest_sent_once(
     inserts = []
 
     def second_insert_fails(execute, sql, params, many, context):
-        if f'INSERT INTO "{OutboxEvent._meta.db_table}"' in sql:
+        table = f'INSERT INTO "{OutboxEvent._meta.db_table}"'
+        if table in sql or "dce_outbox_write(" in sql:  # PostgreSQL: the function
             inserts.append(sql)
             if len(inserts) == 2:
                 raise DatabaseError("the second row")

@@ -6,12 +6,14 @@ A second, real connection holds ``LOCK TABLE`` on the outbox table; the bound
 
 from __future__ import annotations
 
+import importlib
 import threading
 from collections.abc import Iterator
 
 import psycopg
 import pytest
 from django.db import DatabaseError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from django_cloudevents_bridge.emit import outbox
@@ -161,3 +163,63 @@ def test_the_inserts_own_result_puts_the_value_back():
         cursor.execute("SHOW lock_timeout")
         assert cursor.fetchone()[0] == "7s"
     assert OutboxEvent.objects.get().pk == pk
+
+
+# -- the function of migration 0010 carries the bound --------------------------
+
+
+def test_the_row_is_written_through_the_function(bounded):
+    with CaptureQueriesContext(connection) as queries:
+        ask()
+    [write] = [q["sql"] for q in queries if "SELECT dce_outbox_write(" in q["sql"]]
+    assert "'200ms'" in write  # LOCK_TIMEOUT, in milliseconds
+    assert OutboxEvent.objects.count() == 1
+
+
+@pytest.fixture
+def no_writer() -> Iterator[None]:
+    """Migration 0010 not applied yet: the function is missing."""
+    writer = importlib.import_module(
+        "django_cloudevents_bridge.migrations.0010_outbox_writer"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(writer.DROP)
+    outbox._writers.clear()
+    outbox._writers_checked.clear()
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(writer.CREATE)
+        outbox._writers.clear()
+        outbox._writers_checked.clear()
+
+
+@pytest.mark.parametrize(
+    "setup",
+    [
+        # One statement, so prepared statements take it: bounded there too.
+        "server_side_binding",
+        "no_writer",  # the INSERT carries the bound in its statement string
+    ],
+)
+def test_the_bound_holds_with_either_statement(request, bounded, setup):
+    request.getfixturevalue(setup)
+    released = request.getfixturevalue("table_locked")
+    with pytest.raises(DatabaseError, match="lock timeout"), transaction.atomic():
+        ask()
+    assert not released.is_set()
+    assert Question.objects.count() == 0
+
+
+def test_without_the_function_rows_are_written_and_it_is_looked_for_later(
+    bounded, no_writer
+):
+    with CaptureQueriesContext(connection) as queries:
+        with transaction.atomic():
+            ask()
+        ask()
+    assert not any("SELECT dce_outbox_write(" in q["sql"] for q in queries)
+    # Looked for once, not on every save().
+    assert sum("to_regprocedure" in q["sql"] for q in queries) == 1
+    assert OutboxEvent.objects.count() == 2

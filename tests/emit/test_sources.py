@@ -14,11 +14,13 @@ from django.db.models.functions import Lower
 from django.db.models.signals import post_save
 from django.test.utils import CaptureQueriesContext
 
-from django_cloudevents_bridge import send_cloudevent
+from django_cloudevents_bridge import events, send_cloudevent
+from django_cloudevents_bridge.bindings import jsonformat
 from django_cloudevents_bridge.emit import serialize
 from tests.testapp.models import (
     Article,
     Choice,
+    Everything,
     Profile,
     Question,
     StoredForm,
@@ -370,3 +372,62 @@ def test_a_generated_field_and_a_database_default_are_sent_as_stored(
     assert (updated["price"], updated["doubled"]) == ("2.50", "5.00")
     assert (stale["price"], stale["doubled"]) == ("4.00", "8.00")
     assert deleted == {"id": pk, "price": "4.00", "label": "new"}
+
+
+# -- the model path skips the checks its data has passed already ---------------
+
+
+def test_secret_keys_inside_a_json_field_are_left_out(sent_events, caplog):
+    # The fields are filtered by the model serializer; values holding objects
+    # are still walked, at any depth, as events.new() walks anyone's data.
+    Everything.objects.create(
+        json={"note": "hi", "password": "hunter2", "items": [{"api_key": "k", "n": 1}]}
+    )
+    [event] = sent_events
+    assert event.get_data()["data"]["json"] == {"note": "hi", "items": [{"n": 1}]}
+    assert "django.orm.post_save: the key 'password' looks like a secret" in (
+        caplog.text
+    )
+    assert b"hunter2" not in jsonformat.to_json(event)
+
+
+def test_model_event_data_is_what_events_new_builds(sent_events):
+    Everything.objects.create(json={"a": [1, {"b": None}]}, decimal="1.5")
+    [event] = sent_events
+    rebuilt = events.new(
+        event.get_type(),
+        data=event.get_data(),
+        subject=event.get_subject(),
+        extensions={
+            "djangoapp": event.get_extension("djangoapp"),
+            "djangomodel": event.get_extension("djangomodel"),
+        },
+        id=event.get_id(),
+        time=event.get_time(),
+    )
+    assert jsonformat.to_json(rebuilt) == jsonformat.to_json(event)
+    # Built without the SDK's checks (the installed SDK allows it), still its class.
+    assert events._PLAIN
+    assert type(event) is events.CloudEvent
+    assert event.get_attributes() == rebuilt.get_attributes()
+
+
+def test_a_key_of_the_bridges_own_called_sensitive_is_left_out(sent_events, settings):
+    settings.CLOUDEVENTS_SENSITIVE_FIELDS = ["raw", "db_table"]
+    make_question()
+    [event] = sent_events
+    data = event.get_data()
+    assert "db_table" not in data
+    assert "raw" not in data["signal_kwargs"]
+    assert data["signal_kwargs"]["created"] is True
+
+
+def test_a_reverse_m2m_change_sends_no_secret_primary_key_name(sent_events, settings):
+    settings.CLOUDEVENTS_SENSITIVE_FIELDS = ["name"]  # Tag's primary key
+    article = Article.objects.create(title="a")
+    tag = Tag.objects.create(name="t")
+    sent_events.clear()
+    tag.article_set.add(article)
+    [event] = [e for e in sent_events if e.get_type() == "django.orm.m2m_changed"]
+    assert event.get_data()["data"] == {}
+    assert event.get_data()["signal_kwargs"]["pk_set"] == [str(article.pk)]
