@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from cloudevents.core.v1.event import CloudEvent
 
-from . import conf
+from . import conf, tracing
 
 if TYPE_CHECKING:
     from .bindings.http import to_http, to_http_batch
@@ -102,6 +102,7 @@ def new(
         if not valid_extension_name(name):
             raise ValueError(f"{name!r} is not a valid CloudEvents extension name")
         attributes[name] = value
+    tracing.inject(attributes)  # the Distributed Tracing extension, when tracing
     if trusted:
         return _unchecked(attributes, data)
     return CloudEvent(attributes, data)

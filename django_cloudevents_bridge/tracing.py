@@ -25,6 +25,7 @@ the writer's trace context: the trigger runs outside Python.
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from typing import Any
@@ -49,6 +50,27 @@ def enabled() -> bool:
     return trace is not None
 
 
+def tracing() -> bool:
+    """True if the project set a tracer provider (an SDK): spans are recorded."""
+    if trace is None:
+        return False
+    provider = trace.get_tracer_provider()
+    return not isinstance(
+        provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider
+    )
+
+
+def metering() -> bool:
+    """True if the project set a meter provider: measurements are kept."""
+    if trace is None:
+        return False
+    return type(metrics.get_meter_provider()).__name__ not in _NO_METER
+
+
+# The API's own providers before an SDK is set (the proxy is private API).
+_NO_METER = frozenset({"_ProxyMeterProvider", "NoOpMeterProvider"})
+
+
 def _tracer() -> Any:
     return trace.get_tracer(NAME)
 
@@ -65,7 +87,7 @@ def _instrument(kind: str, name: str, unit: str, description: str) -> Any:
 
 def count(outcome: str, direction: str, n: int = 1, **attributes: str) -> None:
     """Add ``n`` to ``event_count`` for this outcome."""
-    if trace is None or not n:
+    if not n or not metering():
         return
     counter = _instrument("counter", "event_count", "{event}", "CloudEvents by outcome")
     counter.add(n, {"direction": direction, "outcome": outcome, **attributes})
@@ -74,7 +96,7 @@ def count(outcome: str, direction: str, n: int = 1, **attributes: str) -> None:
 def latency(name: str, seconds: float, **attributes: str) -> None:
     """Record a duration in ``event_dispatch_latencies`` or
     ``event_processing_latencies``, in milliseconds."""
-    if trace is None:
+    if not metering():
         return
     histogram = _instrument("histogram", name, "ms", name.replace("_", " "))
     histogram.record(seconds * 1000.0, attributes)
@@ -100,7 +122,7 @@ def inject(attributes: MutableMapping[str, Any]) -> None:
 
     Only inside a recording span: no trace, no attributes added.
     """
-    if trace is None or "traceparent" in attributes:
+    if not tracing() or "traceparent" in attributes:
         return
     if not trace.get_current_span().get_span_context().is_valid:
         return
@@ -138,7 +160,7 @@ def _links(events: Iterable[Mapping[str, Any]]) -> list[Any]:
 @contextlib.contextmanager
 def sending(events: Iterable[Mapping[str, Any]], destination: str) -> Iterator[None]:
     """A ``send <destination>`` span around one delivery of ``events``' attributes."""
-    if trace is None:
+    if not tracing():
         yield
         return
     batch = list(events)
@@ -165,8 +187,17 @@ def sending(events: Iterable[Mapping[str, Any]], destination: str) -> Iterator[N
 @contextlib.contextmanager
 def processing(attributes: Mapping[str, Any], target: str) -> Iterator[None]:
     """A ``process <type>`` span around one target's run for one event."""
-    if trace is None:
-        yield
+    if not tracing():
+        if not metering():
+            yield
+            return
+        start, outcome = time.perf_counter(), "failed"
+        try:
+            yield
+            outcome = "processed"
+        finally:
+            count(outcome, "in", target=target)
+            latency("event_processing_latencies", time.perf_counter() - start)
         return
     start = time.perf_counter()
     outcome = "failed"
@@ -187,3 +218,24 @@ def processing(attributes: Mapping[str, Any], target: str) -> Iterator[None]:
     finally:
         count(outcome, "in", target=target)
         latency("event_processing_latencies", time.perf_counter() - start)
+
+
+_TRACEPARENT = re.compile(r'"traceparent"\s*:\s*"([0-9a-f-]{55})"')
+_FIELD = re.compile(r'"(id|type|source|tracestate)"\s*:\s*"((?:[^"\\]|\\.)*)"')
+
+
+def stored_attributes(documents: Iterable[str]) -> list[dict[str, Any]]:
+    """The attributes a send span needs from stored JSON events (only when
+    tracing: a regex, not a parse, so a relay without an SDK pays nothing)."""
+    if not tracing():
+        return []
+    found = []
+    for document in documents:
+        attributes: dict[str, Any] = {}
+        for name, value in _FIELD.findall(document[:4096]):
+            attributes.setdefault(name, value)  # the attributes come before data
+        parent = _TRACEPARENT.search(document[:4096])
+        if parent:
+            attributes["traceparent"] = parent.group(1)
+        found.append(attributes)
+    return found

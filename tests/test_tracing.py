@@ -130,3 +130,63 @@ def test_counts(providers) -> None:
     tracing.count("delivered", "out", 0)  # nothing to add
     after = counts(reader)
     assert after[("out", "emitted")] - before.get(("out", "emitted"), 0) == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_trace_context_goes_from_emit_through_the_relay_to_the_receiver(
+    spans, providers, settings, monkeypatch, live_server
+) -> None:
+    """A real relay POSTs to the real receiver (a live server on loopback)."""
+    from django_cloudevents_bridge import emit, events
+    from django_cloudevents_bridge.emit import handlers
+    from django_cloudevents_bridge.emit import outbox as outbox_module
+    from django_cloudevents_bridge.emit.relay import Relay
+    from django_cloudevents_bridge.targets.groups import (
+        register_group_handler,
+        unregister_group_handler,
+    )
+
+    seen: list[str | None] = []
+
+    def traced_handler(event: Any) -> None:
+        seen.append(event.get_extension("traceparent"))
+
+    monkeypatch.setenv("K_SINK", f"{live_server.url}/cloudevents/")
+    settings.CLOUDEVENTS_HANDLER = "http"
+    settings.CLOUDEVENTS_HANDLER_OPTIONS = {"timeout": (10.0, 10.0)}
+    settings.CLOUDEVENTS_DELIVERY = "outbox"
+    settings.CLOUDEVENTS_OUTBOX = {"BACKGROUND": False}
+    register_group_handler(traced_handler, r"^com\.example\.traced$")
+    _, reader = providers
+    before = counts(reader)
+    try:
+        with trace.get_tracer("test").start_as_current_span("checkout") as checkout:
+            emit([events.new("com.example.traced", source="/shop", data={"n": 1})])
+        handler = handlers.get_handler(**settings.CLOUDEVENTS_HANDLER_OPTIONS)
+        result = Relay(handler, options=outbox_module.conf.outbox()).drain()
+    finally:
+        unregister_group_handler(traced_handler)
+    assert result.delivered == 1
+    finished = spans.get_finished_spans()
+    [create] = [s for s in finished if s.name == "create com.example.traced"]
+    [send] = [s for s in finished if s.name == f"send {live_server.url}/cloudevents/"]
+    [process] = [s for s in finished if s.name == "process com.example.traced"]
+    trace_id = checkout.get_span_context().trace_id
+    assert create.context.trace_id == trace_id
+    assert create.parent.span_id == checkout.get_span_context().span_id
+    assert [link.context.span_id for link in send.links] == [create.context.span_id]
+    assert [link.context.span_id for link in process.links] == [create.context.span_id]
+    assert process.attributes["messaging.consumer.group.name"].endswith(
+        "traced_handler"
+    )
+    [traceparent] = seen  # the handler sees the extension itself
+    assert traceparent is not None and f"{create.context.span_id:016x}" in traceparent
+    after = counts(reader)
+    for outcome, direction in [
+        ("emitted", "out"),
+        ("delivered", "out"),
+        ("received", "in"),
+        ("processed", "in"),
+    ]:
+        key = (direction, outcome)
+        assert after.get(key, 0) - before.get(key, 0) == 1, key

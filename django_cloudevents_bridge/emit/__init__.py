@@ -17,7 +17,7 @@ from functools import partial
 
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 
-from .. import conf
+from .. import conf, tracing
 from .. import events as ce
 from ..events import CloudEvent
 from ..exceptions import DeliveryError
@@ -40,6 +40,10 @@ def emit(events: Sequence[CloudEvent], *, using: str | None = None) -> None:
     unless writing the outbox row aborted the transaction (PostgreSQL).
     """
     using = using or DEFAULT_DB_ALIAS
+    if tracing.metering():  # counted once the events are committed
+        transaction.on_commit(
+            partial(tracing.count, "emitted", "out", len(events)), using=using
+        )
     if conf.delivery() == "outbox":
         from . import outbox  # imports the model: not at app-loading time
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from .. import events
+from .. import events, tracing
 from ..bindings import jsonformat
 from ..exceptions import DeliveryError
 from ..models import OutboxEvent
@@ -104,14 +104,23 @@ def stored_documents(rows: list[OutboxEvent]) -> tuple[list[str], DeliveryError 
 
 def send_stored(handler: BaseHandler, documents: list[str]) -> int:
     """Send stored events (JSON documents); how many went out."""
-    send = getattr(handler, "send_stored", None)
-    if send is not None:
-        return int(send(documents))
-    # A handler of the protocol's older shape (no BaseHandler): decode here.
-    # Knative's overrides belong to the process that sends (SPEC-NOTES 4.2).
-    return handler.send_events(
-        [events.with_overrides(jsonformat.from_json(d)) for d in documents]
-    )
+    with tracing.sending(tracing.stored_attributes(documents), _destination(handler)):
+        send = getattr(handler, "send_stored", None)
+        if send is not None:
+            return int(send(documents))
+        # A handler of the protocol's older shape (no BaseHandler): decode here.
+        # Knative's overrides belong to the process that sends (SPEC-NOTES 4.2).
+        return handler.send_events(
+            [events.with_overrides(jsonformat.from_json(d)) for d in documents]
+        )
+
+
+def _destination(handler: BaseHandler) -> str:
+    """Where a handler sends, for a span's name (only worked out when tracing)."""
+    if not tracing.tracing():
+        return ""
+    current = getattr(handler, "current_sink", None)
+    return str((current() if current is not None else None) or type(handler).__module__)
 
 
 _RECORDED = (

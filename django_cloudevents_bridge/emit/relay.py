@@ -30,7 +30,7 @@ from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.dispatch import Signal
 from django.utils import timezone
 
-from .. import conf, signals
+from .. import conf, signals, tracing
 from ..exceptions import DeliveryError
 from ..models import OutboxEvent
 from ..models.outbox import OutboxEventQuerySet
@@ -291,11 +291,14 @@ class Relay:
         delivered = [row for outcome in outcomes for row in outcome.sent]
         self._mark_delivered(delivered)
         result.delivered += len(delivered)
+        tracing.count("delivered", "out", len(delivered))
         for outcome in outcomes:
             for row in outcome.failed:
                 assert outcome.error is not None
                 result.failed += 1
-                result.parked += int(self._mark_failed(row, outcome.error))
+                parked = self._mark_failed(row, outcome.error)
+                result.parked += int(parked)
+                tracing.count("parked" if parked else "failed", "out")
             self._release(outcome.untried)
 
     def _start(self, work: Callable[..., None], *args: Any) -> Future[None]:

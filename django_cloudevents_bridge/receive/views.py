@@ -15,7 +15,7 @@ from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
-from .. import conf, work
+from .. import conf, tracing, work
 from ..bindings import http
 from ..emit import emit
 from ..events import CloudEvent
@@ -63,6 +63,7 @@ class ReceiverView(View):
             received = self.receive(request)
             policies.admit(sender, received)  # every event, before any is stored
             received = store.unexpired(received)
+            tracing.count("received", "in", len(received))
             for event in received:  # every key checked before any is dispatched
                 store.check(event)
         except BadEvent as err:
