@@ -60,6 +60,11 @@ def model_kinds() -> list[EventKind]:
         model = apps.get_model(label)
         meta = model._meta
         schema = model_data_schema(model, options)
+        subject = f"DCE:{meta.app_label}.{meta.model_name}/{{pk}}"
+        extensions = options.get("extensions") or {}
+        if not isinstance(extensions, dict):
+            extensions = {name: name for name in extensions}
+        declared = {name: f"{{{field}}}" for name, field in extensions.items()}
         for signal in options.get("signals", DEFAULT_SIGNALS):
             kinds.append(
                 EventKind(
@@ -67,10 +72,12 @@ def model_kinds() -> list[EventKind]:
                     description=f"{signal} of {meta.label}",
                     schema=schema,
                     attributes={
-                        "subject": f"DCE:{meta.app_label}.{meta.model_name}/{{pk}}",
+                        "subject": subject,
+                        "partitionkey": subject,
                         "djangoapp": meta.app_label,
                         "djangomodel": meta.model_name or "",
                         "datacontenttype": "application/json",
+                        **declared,
                     },
                     name=f"{meta.app_label}-{meta.model_name}-{signal}",
                 )

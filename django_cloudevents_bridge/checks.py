@@ -281,6 +281,10 @@ def check_models(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 except FieldDoesNotExist:
                     errors.append(_model_error(f"{key}: no field {field!r}", label))
         errors.extend(_capture_errors(model, label, options))
+        errors.extend(
+            _model_error(f"extensions: {problem}", label)
+            for problem in _extension_problems(model, options)
+        )
         for key in ("changed_fields", "previous_values"):
             if not isinstance(options.get(key, False), bool):
                 errors.append(_model_error(f"{key} must be True or False", label))
@@ -293,6 +297,46 @@ def check_models(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 if not callable(function):
                     errors.append(_model_error("data must be callable", label))
     return errors
+
+
+RESERVED = frozenset({"data", "djangoapp", "djangomodel", "partitionkey"})
+
+
+def _extension_problems(model: Any, options: dict[str, Any]) -> list[str]:
+    """``"extensions"``: field names, or {attribute name: field name}, whose
+    attribute names follow the spec and whose fields are sent."""
+    declared = options.get("extensions")
+    if declared is None:
+        return []
+    if isinstance(declared, str) or not isinstance(declared, list | tuple | dict):
+        return ["a list of field names, or a dict of attribute name: field name"]
+    pairs = (
+        declared.items() if isinstance(declared, dict) else [(n, n) for n in declared]
+    )
+    problems = []
+    for name, field in pairs:
+        if not isinstance(name, str) or not events.EXTENSION_NAME.match(name):
+            problems.append(f"{name!r} is not an attribute name ([a-z0-9]+)")
+        elif name in events.CORE_ATTRIBUTES or name in RESERVED:
+            problems.append(f"{name!r} is an attribute the bridge sets")
+        elif len(name) > 20:
+            problems.append(
+                f"{name!r}: attribute names should be 20 characters at most"
+            )
+        if not isinstance(field, str):
+            problems.append(f"{field!r} is not a field name")
+            continue
+        try:
+            model._meta.get_field(field)
+        except FieldDoesNotExist:
+            problems.append(f"no field {field!r}")
+            continue
+        sent = options.get("fields")
+        if (sent is not None and field not in sent) or field in options.get(
+            "exclude", ()
+        ):
+            problems.append(f"{field!r} is not sent (fields/exclude)")
+    return problems
 
 
 def _capture_errors(model: Any, label: str, options: dict[str, Any]) -> list[Any]:

@@ -39,6 +39,7 @@ DISPLAY_ORDER = ("specversion", "type", "source", "subject", "id", "time") + (
 CORE_ATTRIBUTES = frozenset(DISPLAY_ORDER)
 EXTENSION_NAME = re.compile(r"^[a-z0-9]+\Z")  # \Z: "$" would allow a final newline
 OVERRIDES_VAR = "K_CE_OVERRIDES"
+PARTITION_KEY = "partitionkey"
 # Type system, String: no control characters, surrogates or noncharacters. (A NUL
 # would also make PostgreSQL refuse the row: a 5xx, retried for ever.)
 NOT_IN_STRING = re.compile(
@@ -96,6 +97,9 @@ def new(
     }
     if subject:
         attributes["subject"] = subject
+        # Kafka-backed brokers keep the order of one partition key: one object's
+        # events stay in order (Partitioning extension); an explicit one wins.
+        attributes[PARTITION_KEY] = subject
     if data is not None and datacontenttype:
         attributes["datacontenttype"] = datacontenttype
     for name, value in (extensions or {}).items():

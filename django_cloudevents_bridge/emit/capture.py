@@ -34,7 +34,7 @@ from django.db.models.constraints import BaseConstraint
 
 from .. import conf, events
 from ..bindings import jsonformat
-from . import changes, serialize
+from . import changes, serialize, sources
 from ._stored import UNCONVERTED
 
 if TYPE_CHECKING:
@@ -522,6 +522,6 @@ def to_event(row: OutboxEvent) -> events.CloudEvent:
         id=row.event_id,
         time=row.created_at,
         subject=row.subject,
-        extensions={"djangoapp": opts.app_label, "djangomodel": str(opts.model_name)},
+        extensions=sources.model_extensions(opts, data),
         data=payload,
     )

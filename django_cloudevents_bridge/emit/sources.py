@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -22,7 +23,7 @@ SIGNALS: dict[str, ModelSignal] = {
     "m2m_changed": m2m_changed,
 }
 DEFAULT_SIGNALS = ("post_save", "post_delete")
-MODEL_OPTIONS = frozenset(("signals", "fields", "exclude", "data")) | {
+MODEL_OPTIONS = frozenset(("signals", "fields", "exclude", "data", "extensions")) | {
     "capture",  # emit/capture.py
     "changed_fields",  # emit/changes.py
     "previous_values",
@@ -115,12 +116,43 @@ def from_signal(sender: Any, **kwargs: Any) -> events.CloudEvent | None:
     return events.new(
         kind,
         subject=f"DCE:{opts.app_label}.{opts.model_name}/{instance.pk}",
-        extensions={"djangoapp": opts.app_label, "djangomodel": str(opts.model_name)},
+        extensions=model_extensions(opts, data),
         data=payload,
         # Checked above, unless a project calls one of the bridge's own keys a
         # secret: then events.new() leaves it out, as for anyone's data.
         trusted=not serialize.any_sensitive(ENVELOPE_KEYS),
     )
+
+
+def model_extensions(opts: Any, data: Any) -> dict[str, Any]:
+    """A model event's extension attributes: ``djangoapp``, ``djangomodel`` and
+    the fields its ``CLOUDEVENTS_MODELS`` entry copies (``"extensions"``), so
+    brokers can filter on them (Knative cannot filter on ``data``)."""
+    found: dict[str, Any] = {
+        "djangoapp": opts.app_label,
+        "djangomodel": str(opts.model_name),
+    }
+    declared = (conf.models().get(opts.label) or {}).get("extensions")
+    if not declared or not isinstance(data, dict):
+        return found
+    pairs = (
+        declared.items() if isinstance(declared, dict) else ((n, n) for n in declared)
+    )
+    for name, field in pairs:
+        value = data.get(field)
+        if value is not None:
+            found[name] = extension_value(value)
+    return found
+
+
+def extension_value(value: Any) -> Any:
+    """A JSON value as an extension attribute: a string, boolean or 32-bit integer
+    as it is; any other as its JSON text (a number beyond 32 bits as digits)."""
+    if isinstance(value, bool | str):
+        return value
+    if isinstance(value, int):
+        return value if -(2**31) <= value < 2**31 else str(value)
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
 def model_data(instance: models.Model, signal_kwargs: dict[str, Any]) -> Any:

@@ -194,6 +194,7 @@ def test_structured_mode(http_sink, settings):
         "datacontenttype",
         "djangoapp",
         "djangomodel",
+        "partitionkey",  # the subject (Partitioning extension)
         "data",
     }
     assert document["specversion"] == "1.0"
@@ -285,6 +286,7 @@ def test_empty_overrides_change_nothing(http_sink, settings, monkeypatch, caplog
         "datacontenttype",
         "djangoapp",
         "djangomodel",
+        "partitionkey",
     }
     assert "K_CE_OVERRIDES" not in caplog.text
 

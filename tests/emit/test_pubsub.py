@@ -102,6 +102,7 @@ def test_save_publishes_one_binary_mode_message(pubsub, settings, monkeypatch):
         "ce-time",
         "ce-djangoapp",
         "ce-djangomodel",
+        "ce-partitionkey",
         "ce-greeting",
         "content-type",
     }  # so no ce-extensions blob and no ce-datacontenttype
@@ -139,6 +140,7 @@ def test_structured_mode_carries_the_whole_event(pubsub, settings, monkeypatch):
         "datacontenttype",
         "djangoapp",
         "djangomodel",
+        "partitionkey",
         "greeting",
         "data",
     }
