@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import base64
 import calendar
+import contextlib
+import contextvars
 import functools
 import json
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +42,34 @@ CORE_ATTRIBUTES = frozenset(DISPLAY_ORDER)
 EXTENSION_NAME = re.compile(r"^[a-z0-9]+\Z")  # \Z: "$" would allow a final newline
 OVERRIDES_VAR = "K_CE_OVERRIDES"
 PARTITION_KEY = "partitionkey"
+CORRELATION_ID = "correlationid"  # the conversation: the first event's id
+CAUSATION_ID = "causationid"  # the event whose handling built this one
+_cause: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
+    "cloudevents_cause", default=None
+)
+
+
+@contextlib.contextmanager
+def caused_by(event: CloudEvent) -> Iterator[None]:
+    """Events built inside carry ``causationid`` (this event's id) and
+    ``correlationid`` (this event's own, else its id): a reply, or an event a
+    handler emits, names what it answers and the conversation it belongs to."""
+    attributes = event.get_attributes()
+    correlation = attributes.get(CORRELATION_ID)
+    token = _cause.set(
+        {
+            CAUSATION_ID: str(attributes["id"]),
+            CORRELATION_ID: correlation
+            if isinstance(correlation, str) and correlation
+            else str(attributes["id"]),
+        }
+    )
+    try:
+        yield
+    finally:
+        _cause.reset(token)
+
+
 # Type system, String: no control characters, surrogates or noncharacters. (A NUL
 # would also make PostgreSQL refuse the row: a 5xx, retried for ever.)
 NOT_IN_STRING = re.compile(
@@ -106,6 +136,10 @@ def new(
         if not valid_extension_name(name):
             raise ValueError(f"{name!r} is not a valid CloudEvents extension name")
         attributes[name] = value
+    cause = _cause.get()
+    if cause is not None:  # built while a received event is handled
+        for name, value in cause.items():
+            attributes.setdefault(name, value)
     tracing.inject(attributes)  # the Distributed Tracing extension, when tracing
     if trusted:
         return _unchecked(attributes, data)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 
-from .. import signals, tracing
+from .. import events, signals, tracing
 from ..bindings import jsonformat
 from ..events import CloudEvent
 from ..models import ReceivedEvent, TargetRun
@@ -154,7 +154,10 @@ def _run(target: Target, event: CloudEvent) -> tuple[CloudEvent | None, str]:
     failure too: it would be lost on a redelivery).
     """
     try:
-        with tracing.processing(event.get_attributes(), target.name):
+        with (
+            tracing.processing(event.get_attributes(), target.name),
+            events.caused_by(event),
+        ):
             reply = target.run(event)
         if transaction.get_rollback():
             # The target caught a database error itself: its writes are being

@@ -118,3 +118,36 @@ def test_bad_attribute_names_fail_the_checks(settings) -> None:
     settings.CLOUDEVENTS_RECEIVER = {"REPLY_ATTRIBUTE": "Reply-Id"}
     messages = [error.msg for error in checks.check_receiver_auth()]
     assert any("REPLY_ATTRIBUTE must be an attribute name" in m for m in messages)
+
+
+def test_replies_name_their_cause_and_conversation(replier) -> None:
+    replier(quote)
+    response = request("q-10")
+    assert response["ce-causationid"] == "q-10"
+    assert response["ce-correlationid"] == "q-10"  # the first event of it
+
+
+def test_a_conversation_id_carries_through(replier) -> None:
+    replier(quote)
+    response = request("q-11", correlationid="order-7")
+    # RequestReply's attribute: the reply carries it back as replyid, not as its
+    # own correlationid; the cause is still named.
+    assert response["ce-replyid"] == "order-7"
+    assert "ce-correlationid" not in response
+    assert response["ce-causationid"] == "q-11"
+
+
+def test_events_a_handler_emits_carry_them_too(replier, sent_events) -> None:
+    def forward(event: CloudEvent) -> None:
+        from django_cloudevents_bridge import emit
+
+        emit([events.new("com.example.quote.logged", source="/quotes")])
+
+    replier(forward)
+    settings_free = request("q-12")
+    assert settings_free.status_code == 202
+    [logged] = sent_events
+    assert logged.get_extension("causationid") == "q-12"
+    assert logged.get_extension("correlationid") == "q-12"
+    outside = events.new("com.example.other", source="/x")
+    assert outside.get_extension("causationid") is None
