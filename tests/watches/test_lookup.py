@@ -257,3 +257,25 @@ def test_the_plan_looks_each_user_up_by_key_at_the_default_page_cost(question):
     assert "Hash" not in plan
     assert "Seq Scan on auth_user" not in plan
     assert "Index Scan using auth_user_pkey" in plan
+
+
+def test_post_init_receivers_still_see_the_instances_the_lookup_makes(question):
+    from django.db.models.signals import post_init
+
+    ann, bob = make_user("ann"), make_user("bob")
+    for user in (ann, bob):
+        EditInLanguage.notify(user, language="de")
+    seen: list[int] = []
+
+    def saw(sender, instance, **kwargs) -> None:
+        seen.append(instance.pk)
+
+    post_init.connect(saw, sender=get_user_model())
+    try:
+        found = list(lookup.people(edited(question, language="de")))
+    finally:
+        post_init.disconnect(saw, sender=get_user_model())
+    assert sorted(seen) == sorted([ann.pk, bob.pk])
+    assert sorted(p.user.username for p in found) == ["ann", "bob"]
+    assert all(not p.user._state.adding and p.user._state.db for p in found)
+    assert all(not w._state.adding for p in found for w in p.watches)
