@@ -661,7 +661,11 @@ def check_notifications(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         )
     channels = options["CHANNELS"]
     if not isinstance(channels, dict):
-        errors.append(_notifications_error("CHANNELS must be a dict of dotted paths"))
+        errors.append(
+            _notifications_error(
+                'CHANNELS must be a dict of dotted paths or {"BACKEND", "OPTIONS"}'
+            )
+        )
         channels = {}
     from .notifications.channels import get_channel
 
@@ -672,7 +676,8 @@ def check_notifications(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             errors.append(
                 Error(
                     f"Notification channel {name!r} ({path!r}) cannot be used: {err}",
-                    hint="A dotted path to a BaseChannel subclass.",
+                    hint="A dotted path to a BaseChannel subclass, or "
+                    '{"BACKEND": path, "OPTIONS": {keyword arguments}}.',
                     id=f"{ID}.E011",
                     obj="CLOUDEVENTS_NOTIFICATIONS",
                 )

@@ -273,7 +273,9 @@ NOTIFICATIONS_DEFAULTS: dict[str, Any] = {
     # The site's absolute base URL, e.g. "https://example.com": links in
     # messages (unsubscribe) are built on it, since the worker has no request.
     "BASE_URL": None,
-    "CHANNELS": {},  # name -> dotted path of a channel class; "email" is built in
+    # name -> dotted path of a channel class, or {"BACKEND": path, "OPTIONS": {...}}
+    # (keyword arguments of the class); "email" is built in
+    "CHANNELS": {},
     "MAX_ATTEMPTS": 8,  # a delivery failing this often is parked
     "BACKOFF": 60.0,  # first retry delay in seconds, doubled each attempt
     "BACKOFF_MAX": 6 * 3600.0,  # longest delay between attempts
@@ -303,5 +305,24 @@ def notifications() -> dict[str, Any]:
 
 def channels() -> dict[str, str]:
     """Channel names to dotted paths: the built-in ones and ``CHANNELS``."""
+    return {name: path for name, (path, _) in _channel_entries().items()}
+
+
+def channel_options(name: str) -> dict[str, Any]:
+    """The ``OPTIONS`` of a configured channel (keyword arguments of its class)."""
+    return dict(_channel_entries()[name][1])
+
+
+def _channel_entries() -> dict[str, tuple[Any, Any]]:
+    """{name: (dotted path, options)}, as configured (checked by get_channel)."""
     configured = notifications()["CHANNELS"]
-    return {**BUILTIN_CHANNELS, **(configured if isinstance(configured, dict) else {})}
+    entries: dict[str, tuple[Any, Any]] = {
+        name: (path, {}) for name, path in BUILTIN_CHANNELS.items()
+    }
+    for name, value in (configured if isinstance(configured, dict) else {}).items():
+        if isinstance(value, dict):
+            options = value.get("OPTIONS") or {}
+            entries[name] = (value.get("BACKEND"), options)
+        else:
+            entries[name] = (value, {})
+    return entries

@@ -199,3 +199,83 @@ def test_the_lookup_is_one_query_whatever_the_number_of_matches(count, question)
 
     assert found == count
     assert len(queries) == 1
+
+
+def test_watches_and_users_come_whole_but_password_and_secret_never_loaded(
+    question, django_assert_num_queries
+):
+    ann = make_user("ann")
+    watch = EditInLanguage.notify(ann, language="de")
+    anonymous = EditInLanguage.notify("Bea@Example.org", language="de")
+    Watch.objects.filter(pk=anonymous.pk).update(active=True)
+
+    with django_assert_num_queries(1):
+        found = list(lookup.people(edited(question, language="de")))
+        by_key = {person.key: person for person in found}
+        user = by_key[f"user:{ann.pk}"]
+        [loaded] = user.watches
+        # Every field mails() may read, with no further query.
+        assert loaded.user is user.user
+        assert loaded.filters == {"language": "de"}
+        assert loaded.created_at == watch.created_at
+        assert loaded.active is True
+        assert user.user.username == "ann"
+        assert user.user.date_joined == ann.date_joined
+        [bea] = by_key["email:bea@example.org"].watches
+        assert bea.user is None
+        assert bea.email == "Bea@Example.org"
+    assert "password" in user.user.get_deferred_fields()
+    assert {"key", "secret_digest"} <= loaded.get_deferred_fields()
+
+
+@pytest.mark.postgres
+def test_the_plan_looks_each_user_up_by_key_at_the_default_page_cost(question):
+    users = get_user_model().objects.bulk_create(
+        get_user_model()(username=f"u{i}", email=f"u{i}@example.org")
+        for i in range(2000)
+    )
+    key = keys.match_key(EDITED, None, None, {"language": "de"})
+    Watch.objects.bulk_create(
+        Watch(
+            event_type=EDITED,
+            key=key,
+            key_digest=keys.digest(key),
+            owner=keys.owner_of(user),
+            user=user,
+            active=True,
+        )
+        for user in users[:300]
+    )
+    sql, params = lookup.statement(
+        lookup.candidates(edited(question, language="de")), "default"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+        cursor.execute("SET LOCAL random_page_cost = 4")
+        cursor.execute("EXPLAIN " + sql, params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "Hash" not in plan
+    assert "Seq Scan on auth_user" not in plan
+    assert "Index Scan using auth_user_pkey" in plan
+
+
+def test_post_init_receivers_still_see_the_instances_the_lookup_makes(question):
+    from django.db.models.signals import post_init
+
+    ann, bob = make_user("ann"), make_user("bob")
+    for user in (ann, bob):
+        EditInLanguage.notify(user, language="de")
+    seen: list[int] = []
+
+    def saw(sender, instance, **kwargs) -> None:
+        seen.append(instance.pk)
+
+    post_init.connect(saw, sender=get_user_model())
+    try:
+        found = list(lookup.people(edited(question, language="de")))
+    finally:
+        post_init.disconnect(saw, sender=get_user_model())
+    assert sorted(seen) == sorted([ann.pk, bob.pk])
+    assert sorted(p.user.username for p in found) == ["ann", "bob"]
+    assert all(not p.user._state.adding and p.user._state.db for p in found)
+    assert all(not w._state.adding for p in found for w in p.watches)

@@ -1,12 +1,13 @@
-"""Channels: how a notification reaches a person (e-mail; a feed or a webhook later).
+"""Channels: how a notification reaches a person (e-mail, webhook; a feed later).
 
 A channel is a class named by a dotted path in ``CLOUDEVENTS_NOTIFICATIONS
-["CHANNELS"]`` (``"email"`` is built in). It turns its messages into JSON for the
-ledger (``dump``) and back (``load``: a retry sends what was built, without
-building it again), and sends a batch of ledger rows (``send``), yielding each
-row's outcome as soon as it is known: ``None`` for sent, or the exception. The
-ledger records each outcome before the channel sends the next one, so a crash
-can resend at most the message in flight.
+["CHANNELS"]`` (``"email"`` is built in), or by ``{"BACKEND": path, "OPTIONS":
+{...}}`` whose options are the class's keyword arguments. It turns its messages
+into JSON for the ledger (``dump``) and back (``load``: a retry sends what was
+built, without building it again), and sends a batch of ledger rows (``send``),
+yielding each row's outcome as soon as it is known: ``None`` for sent, or the
+exception. The ledger records each outcome before the channel sends the next
+one, so a crash can resend at most the message in flight.
 """
 
 from __future__ import annotations
@@ -52,7 +53,12 @@ def get_channel(name: str) -> BaseChannel:
         path = conf.channels()[name]
     except KeyError:
         raise LookupError(f"no notification channel {name!r} is configured") from None
-    channel = import_string(path)()
+    if not isinstance(path, str):
+        raise TypeError(f"notification channel {name!r} has no dotted path (BACKEND)")
+    options = conf.channel_options(name)
+    if not isinstance(options, dict):
+        raise TypeError(f"notification channel {name!r}: OPTIONS must be a dict")
+    channel = import_string(path)(**options)
     if not isinstance(channel, BaseChannel):
         raise TypeError(f"notification channel {name!r} ({path}) is no BaseChannel")
     return channel
