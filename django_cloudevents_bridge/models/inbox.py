@@ -179,7 +179,7 @@ class ReceivedEventQuerySet(models.QuerySet["ReceivedEvent"]):
 
     def next_of_key(self, stored: int) -> int | None:
         """The next event of this one's ordering key that owes deferred work."""
-        key = self.filter(pk=stored).values("ordering_key")
+        key = self.filter(pk=stored).values("ordering_key")[:1]  # one row (Django 6)
         return (
             self.filter(
                 ordering_key=Subquery(key),
