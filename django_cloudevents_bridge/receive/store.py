@@ -7,13 +7,12 @@ inbox's QuerySet methods (models/inbox.py).
 from __future__ import annotations
 
 import logging
-import re
 from datetime import datetime
 from typing import Any
 
 from django.utils import timezone
 
-from ..events import CloudEvent
+from ..events import CloudEvent, parse_time
 from ..exceptions import BadEvent
 from ..models.inbox import max_length
 
@@ -76,14 +75,7 @@ def unexpired(events: list[CloudEvent]) -> list[CloudEvent]:
 def _timestamp(value: Any) -> datetime | None:
     if isinstance(value, datetime):
         return value if value.tzinfo else None
-    if not isinstance(value, str) or not RFC3339.match(value):
-        return None
     try:
-        return datetime.fromisoformat(value.replace("z", "Z"))
+        return parse_time(value) if isinstance(value, str) else None
     except ValueError:
         return None
-
-
-RFC3339 = re.compile(
-    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})\Z"
-)
