@@ -12,7 +12,6 @@ and off by default).
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import json
 import re
@@ -305,6 +304,11 @@ def regex_filter(pattern: str) -> dict[str, Any] | None:
     return {"cesql": "type LIKE '%" + like.replace("'", "\\'") + "%'"}
 
 
+def _as_list(spec: Any) -> list[dict[str, Any]]:
+    """A filter spec as the list a Trigger's ``filters`` holds (all must pass)."""
+    return [dict(f) for f in spec] if isinstance(spec, list | tuple) else [dict(spec)]
+
+
 @dataclass(frozen=True)
 class Route:
     """What one Trigger should deliver, and why (for a comment)."""
@@ -315,9 +319,11 @@ class Route:
 
 
 def routes() -> list[Route]:
-    """One route per group handler and per named event that has handlers."""
+    """One route per group handler, per named event that has handlers (per
+    filter, when every handler has one) and per watch class."""
     from .targets import name_of, named
     from .targets.groups import _groups
+    from .watches.base import registered
 
     found: list[Route] = []
     for group in _groups:
@@ -334,16 +340,26 @@ def routes() -> list[Route]:
             else:
                 spec.append(translated)
         if group.filter is not None:
-            given = group.filter.spec
-            spec += list(given) if isinstance(given, list | tuple) else [given]
+            spec += _as_list(group.filter.spec)
         found.append(Route(f"group-{name_of(group.function)}", spec, note))
     named.autodiscover()
-    for name, event_class in sorted(named._events.items()):
-        handled = event_class.handler_methods or any(
-            fnmatch.fnmatchcase(name, pattern) for pattern, _ in named._functions
-        )
-        if handled:
-            found.append(Route(f"named-{name}", [{"exact": {"type": name}}]))
+    for name in sorted(named._events):
+        tests = named.handler_filters(name)
+        exact: list[dict[str, Any]] = [{"exact": {"type": name}}]
+        if not tests:
+            continue
+        if any(test is None for test in tests):  # a handler takes every one
+            found.append(Route(f"named-{name}", exact))
+            continue
+        specs = {json.dumps(t.spec, sort_keys=True): t.spec for t in tests if t}
+        for n, given in enumerate(specs.values()):
+            suffix = f"-{n}" if n else ""
+            found.append(Route(f"named-{name}{suffix}", exact + _as_list(given)))
+    for cls in registered():
+        spec = [{"exact": {"type": cls.event_type}}]
+        if cls.event_filter is not None:
+            spec += _as_list(cls.event_filter)
+        found.append(Route(f"watch-{cls.label()}", spec))
     return found
 
 

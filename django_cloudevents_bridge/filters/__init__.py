@@ -35,6 +35,8 @@ from . import cesql
 __all__ = ["Filter", "InvalidFilter", "cesql", "compile"]
 
 Attributes = Mapping[str, Any]
+# What users write: one filter, or a list of filters that must all pass.
+Spec = Mapping[str, Any] | Sequence[Mapping[str, Any]]
 NAME = re.compile(r"[a-z0-9]+")  # the spec's attribute naming rule
 
 
@@ -66,7 +68,7 @@ class Filter:
         return self._test(attributes)
 
 
-def compile(spec: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> Filter:
+def compile(spec: Spec) -> Filter:
     """Check and compile a filter, or a list of filters that must all pass."""
     test, types = _compile(spec, "filters")
     return Filter(spec, test, types)

@@ -18,7 +18,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, overload
 
@@ -35,7 +35,7 @@ from . import Handler, Target, check_name, name_of, register_provider, targets_f
 
 logger = logging.getLogger("django_cloudevents_bridge")
 
-FilterSpec = Mapping[str, Any] | Sequence[Mapping[str, Any]]
+FilterSpec = filters.Spec
 
 
 @dataclass(frozen=True)

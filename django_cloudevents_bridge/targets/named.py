@@ -6,7 +6,9 @@ CloudEvent ``type``. ``log(name, data)`` validates the data with the class's
 ``clean()`` at once, in the caller, then emits the event like any other. When the
 event is received, its class's ``@handler`` methods run first (in definition
 order), then the ``@handler("pattern")`` functions whose glob matches the name;
-each is a dispatch target, so it runs exactly once per event.
+each is a dispatch target, so it runs exactly once per event. A handler may
+also name a Subscriptions API filter (``filter=``, as group handlers do): it then
+runs only for the events of its name that pass it.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from django.utils.module_loading import autodiscover_modules
 from django.views import View
 from django.views.decorators.csrf import csrf_protect
 
-from .. import events
+from .. import events, filters
 from ..emit import emit
 from ..emit.serialize import JSONEncoder, without_sensitive
 from ..events import CloudEvent
@@ -39,12 +41,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 EVENT_PARAM = "__event__"  # names the event in LogView's query string or form
 _MARK = "_cloudevents_named_handler"
 _DEFERRED = "_cloudevents_deferred"
+_FILTER = "_cloudevents_filter"
 
 
 _events: dict[str, type[BaseEvent]] = {}
 _pending: list[type[BaseEvent]] = []  # declared before the app registry was ready
 _functions: list[tuple[str, Callable[..., Any]]] = []
 _deferred: set[tuple[str, Callable[..., Any]]] = set()  # always run on the worker
+_filters: dict[tuple[str, Callable[..., Any]], filters.Filter] = {}
 
 
 class BaseEvent:
@@ -170,13 +174,20 @@ def find_event(name: str) -> type[BaseEvent]:
 
 
 @overload
-def handler(target: str, *, deferred: bool = False) -> Callable[[F], F]: ...
+def handler(
+    target: str, *, deferred: bool = False, filter: filters.Spec | None = None
+) -> Callable[[F], F]: ...
 @overload
 def handler(target: F) -> F: ...
 @overload
-def handler(*, deferred: bool) -> Callable[[F], F]: ...
 def handler(
-    target: str | F | None = None, *, deferred: bool = False
+    *, deferred: bool = False, filter: filters.Spec | None = None
+) -> Callable[[F], F]: ...
+def handler(
+    target: str | F | None = None,
+    *,
+    deferred: bool = False,
+    filter: filters.Spec | None = None,  # noqa: A002 - the dialect's own word
 ) -> Callable[[F], F] | F:
     """``@handler`` marks an event method; ``@handler("app.Name")`` a function.
 
@@ -186,10 +197,13 @@ def handler(
     function for the same pattern twice is a no-op. ``deferred=True``
     (``@handler(deferred=True)`` on a method, ``@handler("app.Name",
     deferred=True)`` on a function): it always runs on the worker, also in
-    inline mode (e.g. a slow mailer).
+    inline mode (e.g. a slow mailer). ``filter=`` (a Subscriptions API filter,
+    ``{"exact": {"subject": "..."}}``, a list, ``{"cesql": "..."}``; see
+    :mod:`..filters`): the handler runs only for events that pass it as well.
     """
-    if target is None:  # @handler(deferred=...) on a method
-        return lambda method: _mark(method, deferred)
+    compiled = filters.compile(filter) if filter is not None else None
+    if target is None:  # @handler(deferred=..., filter=...) on a method
+        return lambda method: _mark(method, deferred, compiled)
     if isinstance(target, str):
         pattern = target
 
@@ -203,13 +217,17 @@ def handler(
                 _functions.append((pattern, function))
             if deferred:
                 _deferred.add((pattern, function))
+            if compiled is not None:
+                _filters[(pattern, function)] = compiled
+            else:
+                _filters.pop((pattern, function), None)
             return function
 
         return register
-    return _mark(target, deferred)
+    return _mark(target, deferred, compiled)
 
 
-def _mark(method: F, deferred: bool) -> F:
+def _mark(method: F, deferred: bool, compiled: filters.Filter | None = None) -> F:
     if not _is_method(method):
         raise TypeError(
             f"A bare @handler marks a method of a BaseEvent subclass; give "
@@ -218,7 +236,26 @@ def _mark(method: F, deferred: bool) -> F:
         )
     setattr(method, _MARK, True)
     setattr(method, _DEFERRED, deferred)
+    setattr(method, _FILTER, compiled)
     return method
+
+
+def handler_filters(name: str) -> list[filters.Filter | None]:
+    """The filter of each handler of the named event ``name`` (None: no filter)."""
+    _resolve()
+    event_class = _events.get(name)
+    if event_class is None:
+        return []
+    found = [
+        getattr(getattr(event_class, method), _FILTER, None)
+        for method in event_class.handler_methods
+    ]
+    found += [
+        _filters.get((pattern, function))
+        for pattern, function in _functions
+        if fnmatch.fnmatchcase(name, pattern)
+    ]
+    return found
 
 
 def unregister_handler(
@@ -233,6 +270,8 @@ def unregister_handler(
     _deferred.difference_update(
         [(p, f) for p, f in _deferred if f is function and pattern in (None, p)]
     )
+    for key in [k for k in _filters if k[1] is function and pattern in (None, k[0])]:
+        del _filters[key]
 
 
 def as_json(data: Any) -> Any:
@@ -324,6 +363,9 @@ def named_targets(cloudevent: CloudEvent) -> Iterator[Target]:
         return
     for method in event_class.handler_methods:
         function = getattr(event_class, method)
+        test = getattr(function, _FILTER, None)
+        if test is not None and not test.matches(cloudevent):
+            continue
         yield Target(
             f"named:{name}:{name_of(function)}",
             partial(_run_method, event_class, method),
@@ -331,6 +373,9 @@ def named_targets(cloudevent: CloudEvent) -> Iterator[Target]:
         )
     for pattern, function in list(_functions):
         if fnmatch.fnmatchcase(name, pattern):
+            test = _filters.get((pattern, function))
+            if test is not None and not test.matches(cloudevent):
+                continue
             yield Target(
                 f"named:{name}:{name_of(function)}",
                 partial(_run_function, event_class, function),

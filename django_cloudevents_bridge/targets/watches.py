@@ -19,7 +19,7 @@ from django.contrib.auth import get_user_model
 from ..events import CloudEvent
 from ..models import Watch
 from ..watches import keys, lookup
-from ..watches.base import registered
+from ..watches.base import matching
 from . import Target, register_provider
 
 NAME = "watches"  # the target's stored name: fixed for ever
@@ -28,8 +28,9 @@ CHANNEL = "email"
 
 @register_provider
 def watch_targets(event: CloudEvent) -> Iterator[Target]:
-    """The watch target, for events of a type a watch class is registered for."""
-    if registered(event.get_type()):
+    """The watch target, for events some watch class is registered for (by type,
+    and its ``event_filter`` if it has one)."""
+    if matching(event):
         yield Target(NAME, notify_watchers, deferred=True)
 
 

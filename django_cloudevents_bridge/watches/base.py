@@ -28,6 +28,8 @@ from django.template.loader import render_to_string, select_template
 from .. import events
 from ..emit import emit
 from ..events import CloudEvent
+from ..filters import Filter, InvalidFilter, Spec
+from ..filters import compile as compile_filter
 from . import keys
 
 if TYPE_CHECKING:
@@ -52,6 +54,15 @@ def registered(event_type: str | None = None) -> list[type[WatchEvent]]:
     ]
 
 
+def matching(cloudevent: CloudEvent) -> list[type[WatchEvent]]:
+    """The watch classes of the event's type whose ``event_filter`` it passes."""
+    return [
+        cls
+        for cls in registered(cloudevent.get_type())
+        if cls.event_test is None or cls.event_test.matches(cloudevent)
+    ]
+
+
 def unregister(cls: type[WatchEvent]) -> None:
     """Forget a watch class (its watches stay); mostly for tests."""
     if _classes.get(_path(cls)) is cls:
@@ -65,10 +76,15 @@ class WatchEvent:
     alphanumeric name of up to 20 characters, because ``fire()`` sends it as an
     extension attribute). A received event's values come from
     :meth:`filter_value`. A class without ``event_type`` is an abstract base.
+    ``event_filter`` (a Subscriptions API filter, e.g. ``{"prefix": {"subject":
+    "wiki/"}}`` or ``{"cesql": "..."}``) narrows the class to the events of its
+    type that pass it: the others notify none of its watchers.
     """
 
     event_type: ClassVar[str] = ""
     filters: ClassVar[frozenset[str]] = frozenset()
+    event_filter: ClassVar[Spec | None] = None
+    event_test: ClassVar[Filter | None] = None  # event_filter, compiled
     # For the e-mail templates: "<template_prefix>/<event_type>/subject.txt" etc.
     template_prefix: ClassVar[str] = "django_cloudevents_bridge/watches"
 
@@ -98,6 +114,11 @@ class WatchEvent:
                 f"attribute: {sorted(names & events.CORE_ATTRIBUTES)}"
             )
         cls.filters = names
+        try:
+            spec = cls.event_filter
+            cls.event_test = compile_filter(spec) if spec is not None else None
+        except InvalidFilter as err:
+            raise ImproperlyConfigured(f"{_path(cls)}: event_filter: {err}") from err
         if cls.event_type:
             _classes.pop(_path(cls), None)  # a reload takes the new definition
             _classes[_path(cls)] = cls

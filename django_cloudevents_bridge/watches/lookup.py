@@ -26,7 +26,7 @@ from django.db.models.base import ModelState
 from ..events import CloudEvent
 from ..models import Watch
 from . import keys
-from .base import WatchEvent, _user_email, registered
+from .base import WatchEvent, _user_email, matching
 
 CHUNK = 500  # rows per fetch, and people per mails() call
 
@@ -68,7 +68,7 @@ class Person:
 def candidates(cloudevent: CloudEvent) -> dict[str, list[type[WatchEvent]]]:
     """{key digest: the classes, in definition order, whose watches it matches}."""
     found: dict[str, list[type[WatchEvent]]] = {}
-    for cls in registered(cloudevent.get_type()):
+    for cls in matching(cloudevent):
         for key in cls.candidate_keys(cloudevent):
             classes = found.setdefault(keys.digest(key), [])
             if cls not in classes:
@@ -227,7 +227,7 @@ def people(
     if not found:
         return
     using = using or router.db_for_read(Watch)
-    rank = {cls: i for i, cls in enumerate(registered(cloudevent.get_type()))}
+    rank = {cls: i for i, cls in enumerate(matching(cloudevent))}
     rows = _rows(found, using, chunk)
     for address, group in itertools.groupby(rows, key=lambda row: row[2]):
         users: dict[int, Person] = {}

@@ -67,3 +67,16 @@ class Order(BaseEvent):
     @handler(deferred=True)
     def confirm(self) -> None:
         calls.append(("confirm", self.name, self.data))
+
+
+class Refund(BaseEvent):
+    """Handlers narrowed by Subscriptions API filters: the EU desk sees only
+    events whose ``region`` extension is ``eu``; the ledger sees every one."""
+
+    @handler(filter={"exact": {"region": "eu"}})
+    def eu_desk(self) -> None:
+        calls.append(("eu_desk", self.name, self.data))
+
+    @handler
+    def ledger(self) -> None:
+        calls.append(("ledger", self.name, self.data))
