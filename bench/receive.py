@@ -67,6 +67,7 @@ TARGET = 0.6  # DESIGN.md, Performance: receiver >= 0.6x the bare view
 # drains >= 700 trivial target runs/s.
 INSERT_TARGETS = {"receiver": 0.7, "deferred": 0.8}
 DRAIN_TARGET = 700.0
+FLOOR_RUNS = 3000  # rows the drain's floor is measured over
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django_cloudevents_bridge.middleware.ReceiverSlashMiddleware",
@@ -577,6 +578,7 @@ def run(
             text=True,
         ).stdout.split(maxsplit=2)
         events, done, not_done = stored(database)
+        floor = floor_drain(database, min(int(drained[0]), FLOOR_RUNS))
 
     every = [*warm, *(r for rs in results.values() for r in rs)]
     sent = sum(r.requests for r in every)
@@ -633,6 +635,12 @@ def run(
         f" {seconds:.1f} s, {runs / seconds:,.0f} runs/s; {verdict} the target"
         f" >= {DRAIN_TARGET:,.0f}/s"
     )
+    lines.append(
+        f"  its floor (a run's statements and two commits, prebuilt, psycopg"
+        f" alone): {floor:,.0f} runs/s; the worker drains at"
+        f" {runs / seconds / floor:.2f}x of it"
+        + ("; the target is above this run's floor" if floor < DRAIN_TARGET else "")
+    )
     if ok:
         lines.append(
             f"  checked: all {sent} requests answered 202; the receiver's {receiver}"
@@ -650,6 +658,60 @@ def run(
             f" connection errors: {errors[:3]}\n{tail}"
         )
     return lines, ok
+
+
+def floor_drain(database: str, count: int) -> float:
+    """The drain's floor: the statements and commits of a worker's run, prebuilt,
+    from psycopg alone, over ``count`` rows of a scratch table; runs/s.
+
+    Per run, as ``work.run_one``: the claim (an UPDATE of the next due row with
+    ``SKIP LOCKED``, committed on its own), then one transaction that locks the
+    run, reads its event and records it done. On a machine where a commit's
+    flush is slow this, not Python, sets the pace.
+    """
+    with connect(database) as conn:
+        conn.execute(
+            "CREATE TABLE bench_floor (id bigserial PRIMARY KEY, status text NOT "
+            "NULL, attempts int NOT NULL DEFAULT 0, locked_until timestamptz, "
+            "event text NOT NULL)"
+        )
+        conn.execute(
+            "CREATE INDEX bench_floor_due ON bench_floor (id) WHERE status = 'pending'"
+        )
+        conn.execute(
+            "INSERT INTO bench_floor (status, event) SELECT 'pending', "
+            "repeat('x', 400) FROM generate_series(1, %s)",
+            (count,),
+        )
+        conn.execute("ANALYZE bench_floor")
+        claim = (
+            "UPDATE bench_floor SET attempts = attempts + 1, locked_until = now() + "
+            "interval '60 seconds' WHERE id = (SELECT id FROM bench_floor WHERE "
+            "status = 'pending' AND (locked_until IS NULL OR locked_until < now()) "
+            "ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING id"
+        )
+        done = 0
+        started = time.perf_counter()
+        while True:
+            row = conn.execute(claim).fetchone()
+            if row is None:
+                break
+            with conn.transaction():
+                conn.execute(
+                    "SELECT id FROM bench_floor WHERE id = %s AND status = "
+                    "'pending' FOR UPDATE",
+                    row,
+                )
+                conn.execute("SELECT event FROM bench_floor WHERE id = %s", row)
+                conn.execute(
+                    "UPDATE bench_floor SET status = 'done', locked_until = NULL "
+                    "WHERE id = %s",
+                    row,
+                )
+            done += 1
+        elapsed = time.perf_counter() - started
+        conn.execute("DROP TABLE bench_floor")
+    return done / elapsed
 
 
 def postgres_problem() -> str | None:
