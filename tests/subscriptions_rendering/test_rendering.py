@@ -6,8 +6,6 @@ import logging
 import uuid
 
 import pytest
-from django.db import connection
-from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from django_cloudevents_bridge.subscriptions import Event, Medium, RenderingStyle
