@@ -36,6 +36,7 @@ import functools
 import html
 import json
 import logging
+import sqlite3
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.apps import apps
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import connections, models
 from django.db.models import Q, prefetch_related_objects
 from django.db.models.constants import LOOKUP_SEP
 from django.db.models.fields.reverse_related import ForeignObjectRel
@@ -56,6 +57,7 @@ from django.utils.text import Truncator
 from .. import conf
 from ..emit.serialize import (
     JSONEncoder,
+    is_sensitive,
     rfc3339,
     to_dict,
     to_json_safe,
@@ -373,9 +375,28 @@ def _load(
             queryset = queryset.select_related(*sorted(select[model]))
         if prefetch[model]:
             queryset = queryset.prefetch_related(*sorted(prefetch[model]))
-        # in_bulk: one query, split only where the database limits parameters.
-        loaded[model] = queryset.in_bulk(keys[model]) if keys[model] else {}
+        loaded[model] = _rows(queryset, list(keys[model]))
     return loaded
+
+
+def _rows(queryset: models.QuerySet[Any], keys: list[Any]) -> dict[Any, Any]:
+    """``queryset.in_bulk(keys)``, in one query up to the database's own limit
+    of parameters: Django splits SQLite's at 999 (``max_query_params``), a limit
+    SQLite left behind in 3.32 (32,766 by default); its real one is asked."""
+    limit = _parameter_limit(queryset.db) or len(keys) or 1
+    rows = {}
+    for start in range(0, len(keys), limit):
+        for row in queryset.filter(pk__in=keys[start : start + limit]):
+            rows[row.pk] = row
+    return rows
+
+
+def _parameter_limit(using: str) -> int | None:
+    connection = connections[using]
+    if connection.vendor == "sqlite":
+        connection.ensure_connection()
+        return int(connection.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+    return connection.features.max_query_params
 
 
 def _key(model: type[models.Model], value: Any) -> Any:
@@ -484,9 +505,20 @@ def _builtin(event: Event) -> tuple[str, str]:
 def _jsonable(value: Any) -> Any:
     """A context value as JSON: a model instance as its fields (no secrets)."""
     if isinstance(value, models.Model):
-        return to_dict(value)
+        return to_dict(value, fields=_fields(type(value), conf.sensitive_fields()))
     if isinstance(value, dict):
         return {str(key): _jsonable(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [_jsonable(item) for item in value]
     return to_json_safe(value)
+
+
+@functools.lru_cache(maxsize=256)
+def _fields(model: type[models.Model], patterns: tuple[str, ...]) -> tuple[str, ...]:
+    """A model's fields but the secret-like ones, left out without the warning
+    ``to_dict`` logs (meant for a project sending a model with a password)."""
+    return tuple(
+        field.name
+        for field in model._meta.concrete_fields
+        if not is_sensitive(field.name, patterns)
+    )
