@@ -6,6 +6,7 @@ import logging
 import uuid
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from django_cloudevents_bridge.subscriptions import Event, Medium, RenderingStyle
@@ -282,3 +283,70 @@ def test_cached_sources_are_not_loaded_again(medium, voted, django_assert_num_qu
     one = event(voted)  # created with its source: cached
     with django_assert_num_queries(1):  # the renderers of the medium's style
         medium.render([one])
+
+
+def test_more_keys_than_djangos_999_are_still_one_query(
+    medium, style, voted, django_assert_num_queries
+):
+    renderer(
+        style,
+        source=voted,
+        text_template="{{ tag.name }}",
+        context_hints={"tag": {"app_name": "testapp", "model_name": "Tag"}},
+    )
+    Tag.objects.bulk_create(Tag(name=f"t{i}") for i in range(1100))
+    events = Event.objects.bulk_create(
+        Event(
+            source=voted,
+            event_source="/many",
+            event_id=str(i),
+            context={"tag": f"t{i}"},
+        )
+        for i in range(1100)
+    )
+    every = fresh(*events)
+    with django_assert_num_queries(3):  # sources, renderers, the 1,100 tags
+        rendered = render(medium, every)
+    assert {text for text, _ in rendered.values()} == {f"t{i}" for i in range(1100)}
+
+
+@pytest.mark.sqlite_only
+def test_past_the_databases_own_parameter_limit_the_keys_are_split(
+    medium, style, voted, django_assert_num_queries
+):
+    import sqlite3
+
+    renderer(
+        style,
+        source=voted,
+        text_template="{{ tag.name }}",
+        context_hints={"tag": {"app_name": "testapp", "model_name": "Tag"}},
+    )
+    Tag.objects.bulk_create(Tag(name=f"t{i}") for i in range(25))
+    events = [event(voted, {"tag": f"t{i}"}) for i in range(25)]
+    every = fresh(*events)
+    connection.ensure_connection()
+    limit = sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER
+    before = connection.connection.setlimit(limit, 10)
+    try:
+        with django_assert_num_queries(2 + 3):  # 25 keys, 10 a query
+            rendered = render(medium, every)
+    finally:
+        connection.connection.setlimit(limit, before)
+    assert [rendered[e][0] for e in events] == [f"t{i}" for i in range(25)]
+
+
+def test_inline_templates_work_without_a_template_engine_configured(
+    settings, medium, style, voted, closed, caplog
+):
+    settings.TEMPLATES = []
+    renderer(style, source=voted, text_template="{{ n|add:1 }}")
+    renderer(
+        style, source=closed, text_template_path="subscriptions_rendering/choice.txt"
+    )
+    one, two = event(voted, {"n": 1}), event(closed, {"n": 2})
+    with caplog.at_level(logging.WARNING, "django_cloudevents_bridge"):
+        rendered = medium.render([one, two])
+    assert rendered[one][0] == "2"
+    assert rendered[two][0] == 'Poll closed: {"n": 2}'  # no loader: logged
+    assert "choice.txt" in caplog.text
