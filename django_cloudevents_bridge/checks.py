@@ -162,14 +162,8 @@ def check_relay(
 
     found = []
     for alias in databases or ():
-        connection = connections[alias]
         try:
-            with connection.cursor() as cursor:
-                tables = set(connection.introspection.table_names(cursor))
-            if (
-                not {OutboxEvent._meta.db_table, RelayHeartbeat._meta.db_table}
-                <= tables
-            ):
+            if not _migrated(alias, OutboxEvent, RelayHeartbeat):
                 continue  # not migrated yet (migrate runs the checks first)
             message = outbox.waiting(outbox.health(alias))
         except DatabaseError:
@@ -186,6 +180,15 @@ def check_relay(
                 )
             )
     return found
+
+
+def _migrated(alias: str, *models: Any) -> bool:
+    """True if the database has the tables of ``models`` (DatabaseError if it
+    cannot be asked)."""
+    connection = connections[alias]
+    with connection.cursor() as cursor:
+        tables = set(connection.introspection.table_names(cursor))
+    return {model._meta.db_table for model in models} <= tables
 
 
 @register(Tags.database)
@@ -749,17 +752,8 @@ def check_rendering(
     found: list[Any] = []
     default = conf.default_rendering_style()
     for alias in databases or ():
-        connection = connections[alias]
         try:
-            with connection.cursor() as cursor:
-                tables = set(connection.introspection.table_names(cursor))
-            if (
-                not {
-                    ContextRenderer._meta.db_table,
-                    RenderingStyle._meta.db_table,
-                }
-                <= tables
-            ):
+            if not _migrated(alias, ContextRenderer, RenderingStyle):
                 continue  # not migrated yet (migrate runs the checks first)
             styles = RenderingStyle.objects.using(alias)
             if default and not styles.filter(name=default).exists():

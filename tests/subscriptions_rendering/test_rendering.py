@@ -285,15 +285,20 @@ def test_cached_sources_are_not_loaded_again(medium, voted, django_assert_num_qu
         medium.render([one])
 
 
-def test_more_keys_than_djangos_999_are_still_one_query(
-    medium, style, voted, django_assert_num_queries
-):
+def tag_renderer(style, source) -> None:
+    """A renderer printing the tag whose key is the event's ``tag``."""
     renderer(
         style,
-        source=voted,
+        source=source,
         text_template="{{ tag.name }}",
         context_hints={"tag": {"app_name": "testapp", "model_name": "Tag"}},
     )
+
+
+def test_more_keys_than_djangos_999_are_still_one_query(
+    medium, style, voted, django_assert_num_queries
+):
+    tag_renderer(style, voted)
     Tag.objects.bulk_create(Tag(name=f"t{i}") for i in range(1100))
     events = Event.objects.bulk_create(
         Event(
@@ -316,12 +321,7 @@ def test_past_the_databases_own_parameter_limit_the_keys_are_split(
 ):
     import sqlite3
 
-    renderer(
-        style,
-        source=voted,
-        text_template="{{ tag.name }}",
-        context_hints={"tag": {"app_name": "testapp", "model_name": "Tag"}},
-    )
+    tag_renderer(style, voted)
     Tag.objects.bulk_create(Tag(name=f"t{i}") for i in range(25))
     events = [event(voted, {"tag": f"t{i}"}) for i in range(25)]
     every = fresh(*events)
