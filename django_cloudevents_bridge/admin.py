@@ -2,23 +2,37 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import ValidationError
 from django.db import router
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.utils.timesince import timesince
 
+from . import filters
 from .emit.outbox import health, retry, waiting
 from .models import (
+    ContextRenderer,
     Delivery,
+    Event,
+    EventActor,
+    Medium,
     OutboxEvent,
     ReceivedEvent,
     RelayHeartbeat,
+    RenderingStyle,
+    Source,
+    SourceGroup,
+    Subscription,
     TargetRun,
+    Unsubscription,
     Watch,
 )
 from .models.notifications import DeliveryQuerySet
+from .subscriptions import rendering
 
 
 @admin.register(OutboxEvent)
@@ -238,3 +252,205 @@ class WatchAdmin(admin.ModelAdmin):
     def deactivate(self, request: HttpRequest, queryset: QuerySet[Watch]) -> None:
         count = queryset.update(active=False)
         self.message_user(request, f"{count} watch(es) deactivated.")
+
+
+# Subscriptions (subscriptions/): sources, mediums, subscribers, stored events
+# and rendering.
+
+
+def _entity(entity_type: ContentType, entity_id: str) -> str:
+    """An entity as ``app.model/pk``, as actor references write it."""
+    return f"{entity_type.app_label}.{entity_type.model}/{entity_id}"
+
+
+@admin.register(SourceGroup)
+class SourceGroupAdmin(admin.ModelAdmin):
+    list_display = ("name", "display_name")
+    search_fields = ("name", "display_name")
+    prepopulated_fields = {"name": ("display_name",)}
+
+
+class SourceForm(forms.ModelForm):
+    """A source's filter must compile, as it will when events arrive."""
+
+    def clean_filter(self) -> Any:
+        spec = self.cleaned_data.get("filter")
+        if spec in (None, "", [], {}):
+            return spec
+        try:
+            filters.compile(spec)
+        except filters.InvalidFilter as err:
+            raise forms.ValidationError(f"Not a usable filter: {err}") from err
+        return spec
+
+
+@admin.register(Source)
+class SourceAdmin(admin.ModelAdmin):
+    form = SourceForm
+    list_display = ("name", "display_name", "group", "event_type", "lifetime")
+    list_filter = ("group",)
+    search_fields = ("name", "display_name", "event_type")
+    list_select_related = ("group",)
+    prepopulated_fields = {"name": ("display_name",)}
+
+
+@admin.register(Medium)
+class MediumAdmin(admin.ModelAdmin):
+    list_display = ("name", "display_name", "channel", "rendering_style")
+    list_filter = ("channel", "rendering_style")
+    search_fields = ("name", "display_name")
+    list_select_related = ("rendering_style",)
+    prepopulated_fields = {"name": ("display_name",)}
+
+
+class EntityForm(forms.ModelForm):
+    """The entity (a content type and a primary key) must be an existing row."""
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        entity_type, entity_id = cleaned.get("entity_type"), cleaned.get("entity_id")
+        if entity_type is None or not entity_id:
+            return cleaned
+        model = entity_type.model_class()
+        if model is None:
+            self.add_error("entity_type", "This model is not installed.")
+            return cleaned
+        try:
+            key = model._meta.pk.to_python(entity_id)
+            exists = model._default_manager.filter(pk=key).exists()
+        except (ValidationError, ValueError, TypeError):
+            exists = False
+        if not exists:
+            self.add_error(
+                "entity_id",
+                f"No {model._meta.verbose_name} has the primary key {entity_id!r}.",
+            )
+        return cleaned
+
+
+class EntityAdmin(admin.ModelAdmin):
+    """Shared by subscriptions and unsubscriptions: the entity as app.model/pk."""
+
+    form = EntityForm
+    search_fields = ("entity_id", "source__name", "medium__name")
+    list_select_related = ("entity_type", "source", "medium")
+    date_hierarchy = "created_at"
+
+    @admin.display(description="entity", ordering="entity_id")
+    def entity(self, row: Subscription | Unsubscription) -> str:
+        return _entity(row.entity_type, row.entity_id)
+
+
+@admin.register(Subscription)
+class SubscriptionAdmin(EntityAdmin):
+    list_display = (
+        "entity",
+        "sub_entity_type",
+        "source",
+        "medium",
+        "only_following",
+        "created_at",
+    )
+    list_filter = ("medium", "source", "only_following", "entity_type")
+
+
+@admin.register(Unsubscription)
+class UnsubscriptionAdmin(EntityAdmin):
+    list_display = ("entity", "source", "medium", "created_at")
+    list_filter = ("medium", "source", "entity_type")
+
+
+class EventActorInline(admin.TabularInline):
+    model = EventActor
+    extra = 0
+    can_delete = False
+    fields = ("actor",)
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="actor")
+    def actor(self, row: EventActor) -> str:
+        return _entity(row.entity_type, row.entity_id)
+
+
+@admin.register(Event)
+class EventAdmin(admin.ModelAdmin):
+    """Stored subscription events: read-only (they come from received events)."""
+
+    list_display = (
+        "event_id",
+        "source",
+        "event_source",
+        "subject",
+        "time",
+        "expires_at",
+    )
+    list_filter = ("source",)
+    search_fields = ("event_id", "event_source", "subject")
+    date_hierarchy = "time"
+    list_select_related = ("source",)
+    readonly_fields = [field.name for field in Event._meta.fields]
+    inlines = [EventActorInline]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # rows come from received events
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # viewing only; deleting (purging) stays allowed
+
+
+class ContextRendererForm(forms.ModelForm):
+    """Templates that load and compile, usable hints, a source or a group."""
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if (cleaned.get("source") is None) == (cleaned.get("source_group") is None):
+            raise forms.ValidationError("Choose a source or a source group (one).")
+        for kind in ("text", "html"):
+            if cleaned.get(f"{kind}_template_path") and cleaned.get(f"{kind}_template"):
+                self.add_error(
+                    f"{kind}_template",
+                    f"Give a {kind} template path or an inline {kind} template, "
+                    "not both.",
+                )
+        candidate = ContextRenderer(
+            **{
+                name: cleaned.get(name, default)
+                for name, default in (
+                    ("text_template_path", ""),
+                    ("html_template_path", ""),
+                    ("text_template", ""),
+                    ("html_template", ""),
+                    ("context_hints", {}),
+                )
+            }
+        )
+        for field, problems in rendering.renderer_problems(candidate).items():
+            if field in cleaned:
+                for problem in problems:
+                    self.add_error(field, problem)
+        return cleaned
+
+
+class ContextRendererInline(admin.StackedInline):
+    model = ContextRenderer
+    form = ContextRendererForm
+    extra = 0
+    fields = (
+        "name",
+        ("source", "source_group"),
+        ("text_template_path", "html_template_path"),
+        "text_template",
+        "html_template",
+        "context_hints",
+    )
+
+
+@admin.register(RenderingStyle)
+class RenderingStyleAdmin(admin.ModelAdmin):
+    list_display = ("name", "display_name")
+    search_fields = ("name", "display_name")
+    prepopulated_fields = {"name": ("display_name",)}
+    inlines = [ContextRendererInline]

@@ -10,7 +10,12 @@ from urllib.parse import urlsplit
 
 from django.apps import apps
 from django.core.checks import Error, Tags, Warning, register
-from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
+from django.core.exceptions import (
+    FieldDoesNotExist,
+    ImproperlyConfigured,
+    ValidationError,
+)
+from django.core.validators import validate_slug
 from django.db import DatabaseError, connections, router
 from django.urls import URLResolver, get_resolver
 
@@ -157,14 +162,8 @@ def check_relay(
 
     found = []
     for alias in databases or ():
-        connection = connections[alias]
         try:
-            with connection.cursor() as cursor:
-                tables = set(connection.introspection.table_names(cursor))
-            if (
-                not {OutboxEvent._meta.db_table, RelayHeartbeat._meta.db_table}
-                <= tables
-            ):
+            if not _migrated(alias, OutboxEvent, RelayHeartbeat):
                 continue  # not migrated yet (migrate runs the checks first)
             message = outbox.waiting(outbox.health(alias))
         except DatabaseError:
@@ -181,6 +180,15 @@ def check_relay(
                 )
             )
     return found
+
+
+def _migrated(alias: str, *models: Any) -> bool:
+    """True if the database has the tables of ``models`` (DatabaseError if it
+    cannot be asked)."""
+    connection = connections[alias]
+    with connection.cursor() as cursor:
+        tables = set(connection.introspection.table_names(cursor))
+    return {model._meta.db_table for model in models} <= tables
 
 
 @register(Tags.database)
@@ -701,3 +709,84 @@ def _notifications_error(message: str) -> Error:
         id=f"{ID}.E010",
         obj="CLOUDEVENTS_NOTIFICATIONS",
     )
+
+
+@register(Tags.compatibility)
+def check_subscriptions_rendering(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """``CLOUDEVENTS_SUBSCRIPTIONS["DEFAULT_RENDERING_STYLE"]`` names a style."""
+    configured = conf.subscriptions_setting()
+    if configured is None:
+        return []
+    if not isinstance(configured, dict):
+        return [_rendering_error("CLOUDEVENTS_SUBSCRIPTIONS must be a dict")]
+    name = configured.get("DEFAULT_RENDERING_STYLE")
+    if name is None:
+        return []
+    try:
+        if not isinstance(name, str):
+            raise ValidationError("not a string")
+        validate_slug(name)
+    except ValidationError:
+        return [
+            _rendering_error(
+                "CLOUDEVENTS_SUBSCRIPTIONS['DEFAULT_RENDERING_STYLE'] must be the "
+                f"name (a slug) of a RenderingStyle, or None; not {name!r}"
+            )
+        ]
+    return []
+
+
+def _rendering_error(message: str) -> Error:
+    return Error(f"{message}.", id=f"{ID}.E017", obj="CLOUDEVENTS_SUBSCRIPTIONS")
+
+
+@register(Tags.database)
+def check_rendering(
+    app_configs: Any = None, databases: Sequence[str] | None = None, **kwargs: Any
+) -> list[Any]:
+    """The default rendering style exists, and every context renderer's templates
+    and hints are usable (asked with ``databases`` only, like check_relay)."""
+    from .models import ContextRenderer, RenderingStyle
+    from .subscriptions.rendering import renderer_problems
+
+    found: list[Any] = []
+    default = conf.default_rendering_style()
+    for alias in databases or ():
+        try:
+            if not _migrated(alias, ContextRenderer, RenderingStyle):
+                continue  # not migrated yet (migrate runs the checks first)
+            styles = RenderingStyle.objects.using(alias)
+            if default and not styles.filter(name=default).exists():
+                found.append(
+                    Warning(
+                        f"The default rendering style {default!r} does not exist "
+                        f"in DATABASES[{alias!r}]: events are rendered with the "
+                        "built-in text where no renderer of a medium's style fits.",
+                        hint="Create it (admin: Rendering styles), or change "
+                        "CLOUDEVENTS_SUBSCRIPTIONS['DEFAULT_RENDERING_STYLE'].",
+                        id=f"{ID}.W012",
+                        obj="CLOUDEVENTS_SUBSCRIPTIONS",
+                    )
+                )
+            renderers = list(ContextRenderer.objects.using(alias).order_by("name"))
+        except DatabaseError:
+            continue  # Django's own database checks report a database they cannot use
+        for renderer in renderers:
+            problems = renderer_problems(renderer)
+            if problems:
+                found.append(
+                    Error(
+                        f"Context renderer {renderer.name!r}: "
+                        + "; ".join(
+                            f"{field}: {problem}"
+                            for field, listed in problems.items()
+                            for problem in listed
+                        )
+                        + ".",
+                        hint="Fix it in the admin (Rendering styles); meanwhile "
+                        "what is broken is left out when events are rendered.",
+                        id=f"{ID}.E018",
+                        obj=renderer,
+                    )
+                )
+    return found

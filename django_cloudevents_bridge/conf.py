@@ -326,3 +326,34 @@ def _channel_entries() -> dict[str, tuple[Any, Any]]:
         else:
             entries[name] = (value, {})
     return entries
+
+
+# Subscriptions (subscriptions/): one key per line, so that other features'
+# keys merge simply.
+SUBSCRIPTIONS_DEFAULTS: dict[str, Any] = {
+    # The name of the RenderingStyle used by a Medium with none of its own, and
+    # the fallback style when a medium's own style has no renderer for a source
+    # (entity-event's DEFAULT_ENTITY_EVENT_RENDERING_STYLE); None: no default.
+    "DEFAULT_RENDERING_STYLE": None,
+}
+
+
+def subscriptions_setting() -> object:
+    """``CLOUDEVENTS_SUBSCRIPTIONS`` exactly as configured (None if unset)."""
+    return _setting("CLOUDEVENTS_SUBSCRIPTIONS", None)
+
+
+def subscriptions() -> dict[str, Any]:
+    """``CLOUDEVENTS_SUBSCRIPTIONS``: see SUBSCRIPTIONS_DEFAULTS."""
+    configured = _setting("CLOUDEVENTS_SUBSCRIPTIONS", None)
+    return {
+        **SUBSCRIPTIONS_DEFAULTS,
+        **(configured if isinstance(configured, dict) else {}),
+    }
+
+
+def default_rendering_style() -> str | None:
+    """The name of the default ``RenderingStyle``, or None (a bad value too: the
+    checks report it, and rendering falls back to the built-in text)."""
+    name = subscriptions()["DEFAULT_RENDERING_STYLE"]
+    return name if isinstance(name, str) and name else None
