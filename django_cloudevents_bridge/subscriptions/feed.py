@@ -43,7 +43,7 @@ class BadCursor(ValueError):
 @dataclass(frozen=True)
 class Page:
     """A page of a feed: the events, newest first, and the next page's cursor
-    (None on the last page). Each event has ``seen`` (by this subscriber)."""
+    (None on the last page). Each event has ``is_seen`` (by this subscriber)."""
 
     events: list[Event]
     cursor: str | None
@@ -84,7 +84,7 @@ def subscribed_sources(
     content_type, key = resolvers.entity_of(entity)
     reaching = Q(entity_type=content_type, entity_id=key, sub_entity_type__isnull=True)
     for m in resolvers.registry.memberships:
-        if m.right is not type(entity):
+        if m.right is not entity._meta.model:
             continue
         groups = (
             m.pairs()
@@ -109,7 +109,7 @@ def subscribed_sources(
 
 def _keys_sql(q: _Sql, entity: models.Model) -> None:
     """A subquery of the entity's recipient keys (its people)."""
-    mapping = resolvers.registry.people.get(type(entity))
+    mapping = resolvers.registry.people.get(entity._meta.model)
     if mapping is None:
         q.add("(SELECT NULL WHERE 1 = 0)")
         return
@@ -223,7 +223,7 @@ def entity_events(
             key,
         )
         for m in resolvers.registry.memberships:  # its groups
-            if m.right is type(entity):
+            if m.right is entity._meta.model:
                 q.add("UNION ALL SELECT a.event_id FROM")
                 q.queryset(m.pairs().filter(dce_right=entity.pk))
                 q.add(
@@ -232,7 +232,7 @@ def entity_events(
                     _ct(m.left),
                 )
         for m in resolvers.registry.follows:  # what it follows
-            if m.left is type(entity):
+            if m.left is entity._meta.model:
                 q.add("UNION ALL SELECT a.event_id FROM")
                 q.queryset(m.pairs().filter(dce_left=entity.pk))
                 q.add(
@@ -250,7 +250,7 @@ def entity_events(
     cache = Event._meta.get_field("source").set_cached_value  # type: ignore[union-attr]
     for event in found:
         cache(event, sources[event.source_id])
-        event.seen = bool(event.dce_seen)
+        event.is_seen = bool(event.dce_seen)
     models.prefetch_related_objects(found, "actors")
     if mark_seen and found:
         _mark_seen(entity, found)

@@ -247,7 +247,7 @@ def entity_id(model: Model, pk: Any, using: str = DEFAULT_DB_ALIAS) -> str:
 
 def entity_of(instance: models.Model) -> tuple[ContentType, str]:
     """(content type, key text) of a model row: how subscriptions name it."""
-    model = type(instance)
+    model = instance._meta.model
     content_type = ContentType.objects.get_for_model(model)
     return content_type, entity_id(model, instance.pk, instance._state.db or "default")
 
@@ -276,7 +276,7 @@ def people_keys(instance: models.Model) -> list[str]:
     user with the default mapping)."""
     from ..notifications import address_key
 
-    mapping = registry.people.get(type(instance))
+    mapping = registry.people.get(instance._meta.model)
     if mapping is None:
         return []
     if mapping.user == "pk" and mapping.entity == "pk":

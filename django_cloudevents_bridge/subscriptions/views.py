@@ -59,7 +59,7 @@ def serialize(event: Any) -> dict[str, Any]:
         "expires_at": event.expires_at.isoformat() if event.expires_at else None,
         "actors": actors,
         "context": event.context,
-        "seen": bool(getattr(event, "seen", False)),
+        "seen": bool(getattr(event, "is_seen", False)),
     }
 
 
@@ -97,7 +97,7 @@ class FeedView(View):
         except ValueError as err:
             raise Refused(400, f"entity: {err}") from None
         for identity in identities:
-            if type(identity) is model and resolvers.entity_of(identity)[1] == key:
+            if identity._meta.model is model and resolvers.entity_of(identity)[1] == key:
                 return identity
         raise Refused(403, "not one of your feeds")
 
