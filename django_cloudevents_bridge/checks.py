@@ -713,10 +713,14 @@ def check_subscription_resolvers(app_configs: Any = None, **kwargs: Any) -> list
     registry = resolvers.registry
     errors = []
     relations: list[tuple[str, Any]] = [
-        *((f"membership {m.left.__name__} > {m.right.__name__}", m.pairs)
-          for m in registry.memberships),
-        *((f"follows {m.left.__name__} > {m.right.__name__}", m.pairs)
-          for m in registry.follows),
+        *(
+            (f"membership {m.left.__name__} > {m.right.__name__}", m.pairs)
+            for m in registry.memberships
+        ),
+        *(
+            (f"follows {m.left.__name__} > {m.right.__name__}", m.pairs)
+            for m in registry.follows
+        ),
         *((f"people {p.model.__name__}", p.rows) for p in registry.people.values()),
     ]
     for label, build in relations:
@@ -768,7 +772,7 @@ def check_subscriptions(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             if source.filter in ([], {}):
                 continue
             try:
-                filters.compile(source.filter)
+                filters.compile(source.filter or [])
             except filters.InvalidFilter as err:
                 errors.append(
                     Error(

@@ -74,9 +74,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
     return moment, pk
 
 
-def subscribed_sources(
-    medium: Medium, entity: models.Model
-) -> models.QuerySet[Any]:
+def subscribed_sources(medium: Medium, entity: models.Model) -> models.QuerySet[Any]:
     """The entity's subscriptions on ``medium`` (its own, and its groups' for its
     kind), minus the sources it unsubscribed from: one query when read."""
     from ..models import Subscription, Unsubscription
@@ -247,10 +245,10 @@ def entity_events(
     found = list(Event.objects.db_manager(using).raw(q.text(), q.params))
     more = len(found) > limit
     found = found[:limit]
-    cache = Event._meta.get_field("source").set_cached_value  # type: ignore[union-attr]
+    cache = Event._meta.get_field("source").set_cached_value
     for event in found:
         cache(event, sources[event.source_id])
-        event.is_seen = bool(event.dce_seen)
+        event.is_seen = bool(event.dce_seen)  # type: ignore[attr-defined]
     models.prefetch_related_objects(found, "actors")
     if mark_seen and found:
         _mark_seen(entity, found)

@@ -117,10 +117,12 @@ def statement(
     # 1. The followers of each event's actors.
     q.add("), f AS (SELECT ev, ct, id FROM a")
     for m in registry.memberships:  # a group actor's members follow it
-        q.add("UNION SELECT a.ev, %s, CAST(m.dce_right AS text) FROM a JOIN", _ct(m.right))
+        head = "UNION SELECT a.ev, %s, CAST(m.dce_right AS text) FROM a JOIN"
+        q.add(head, _ct(m.right))
         q.queryset(m.pairs()).add("m ON m.dce_left =").keyed("a.id", "a.ct", m.left)
     for m in registry.follows:  # follows rows whose followed entity is an actor
-        q.add("UNION SELECT a.ev, %s, CAST(m.dce_left AS text) FROM a JOIN", _ct(m.left))
+        head = "UNION SELECT a.ev, %s, CAST(m.dce_left AS text) FROM a JOIN"
+        q.add(head, _ct(m.left))
         q.queryset(m.pairs()).add("m ON m.dce_right =").keyed("a.id", "a.ct", m.right)
     # 2. (event, subscription, medium, source, subscriber entity) reached.
     columns = "s.id AS sub, s.medium_id AS medium, s.source_id AS source"
@@ -152,7 +154,8 @@ def statement(
         q.keyed("s.entity_id", "s.entity_type_id", m.left).add("WHERE s.medium_id IN")
         q.ids(medium_ids)
         # only_following group subscriptions: from the followers' groups.
-        q.add(f"UNION ALL SELECT f.ev, {columns}, f.ct, f.id FROM f JOIN e ON e.id = f.ev JOIN")
+        q.add(f"UNION ALL SELECT f.ev, {columns}, f.ct, f.id FROM f")
+        q.add("JOIN e ON e.id = f.ev JOIN")
         q.queryset(m.pairs()).add("m ON m.dce_right =").keyed("f.id", "f.ct", m.right)
         q.add(
             f"JOIN {sub_t} s ON s.entity_type_id = %s "

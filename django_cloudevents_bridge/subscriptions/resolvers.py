@@ -238,7 +238,7 @@ def entity_id(model: Model, pk: Any, using: str = DEFAULT_DB_ALIAS) -> str:
     32 hex digits on a database without a UUID type, SQLite). ValidationError
     for a value the key field refuses.
     """
-    value = model._meta.pk.to_python(pk)  # type: ignore[union-attr]
+    value = model._meta.pk.to_python(pk)
     if isinstance(value, uuid.UUID):
         native = connections[using].features.has_native_uuid_field
         return str(value) if native else value.hex

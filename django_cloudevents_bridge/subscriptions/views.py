@@ -47,7 +47,9 @@ def serialize(event: Any) -> dict[str, Any]:
     actors = []
     for actor in event.actors.all():
         content_type = ContentType.objects.get_for_id(actor.entity_type_id)
-        actors.append(f"{content_type.app_label}.{content_type.model}/{actor.entity_id}")
+        actors.append(
+            f"{content_type.app_label}.{content_type.model}/{actor.entity_id}"
+        )
     return {
         "id": event.pk,
         "source": event.source.name,
@@ -97,7 +99,8 @@ class FeedView(View):
         except ValueError as err:
             raise Refused(400, f"entity: {err}") from None
         for identity in identities:
-            if identity._meta.model is model and resolvers.entity_of(identity)[1] == key:
+            same = identity._meta.model is model
+            if same and resolvers.entity_of(identity)[1] == key:
                 return identity
         raise Refused(403, "not one of your feeds")
 

@@ -122,9 +122,7 @@ def actors(event: CloudEvent, source: Source, using: str) -> list[tuple[Any, str
         try:
             actor = resolvers.parse_entity(reference, using)
         except ValueError as err:
-            logger.warning(
-                "CloudEvent %s: actor left out: %s", event.get_id(), err
-            )
+            logger.warning("CloudEvent %s: actor left out: %s", event.get_id(), err)
             continue
         if actor not in found:
             found.append(actor)
@@ -201,6 +199,7 @@ def notify_subscribers(event: CloudEvent) -> int:
     for medium_pk, group in _by_medium(reached):
         medium = mediums[medium_pk]
         channel = get_channel(medium.channel)
+        items: Iterator[tuple[Any, Any]]
         if isinstance(channel, EmailChannel):
             text, html = medium.render([stored])[stored]
             subject = " ".join(str(source).split())[:200]
@@ -225,9 +224,7 @@ def _by_medium(
 
 
 def _email(subject: str, text: str, html: str, address: str) -> EmailMultiAlternatives:
-    mail = EmailMultiAlternatives(
-        subject, text, settings.DEFAULT_FROM_EMAIL, [address]
-    )
+    mail = EmailMultiAlternatives(subject, text, settings.DEFAULT_FROM_EMAIL, [address])
     if html:
         mail.attach_alternative(html, "text/html")
     return mail

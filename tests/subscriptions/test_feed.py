@@ -35,7 +35,11 @@ def stream(source):
     start = timezone.now() - timedelta(hours=1)
     stored = [
         store(
-            cloudevent(bob if i % 2 == 0 else red, id=str(i), time=start + timedelta(minutes=i)),
+            cloudevent(
+                bob if i % 2 == 0 else red,
+                id=str(i),
+                time=start + timedelta(minutes=i),
+            ),
             source,
         )
         for i in range(10)
@@ -106,7 +110,8 @@ def test_mark_seen_is_per_person(stream, feed, source):
     assert EventSeen.objects.filter(person=f"user:{ann.pk}").count() == 2
     pairs = feed.events_targets(seen=False)
     assert [p.key for p in dict(pairs)[stored[9]]] == []  # both saw it
-    assert [p.key for p in dict(pairs)[stored[7]]] == [f"user:{ann.pk}", f"user:{bob.pk}"]
+    both = [f"user:{ann.pk}", f"user:{bob.pk}"]
+    assert [p.key for p in dict(pairs)[stored[7]]] == both
 
 
 def test_time_actor_filters_and_bad_input(stream, feed, source):
@@ -168,9 +173,12 @@ def test_the_json_view(stream, feed, source):
     )
     assert response.status_code == 200, response.content
     assert response.json() == {"marked": 2}
-    assert client.post(
-        seen_url, json.dumps({"events": ["x"]}), "application/json", headers=headers
-    ).status_code == 400
+    assert (
+        client.post(
+            seen_url, json.dumps({"events": ["x"]}), "application/json", headers=headers
+        ).status_code
+        == 400
+    )
     seen = client.get(url, {"seen": "true"}).json()
     assert [e["event_id"] for e in seen["events"]] == ["9", "8"]
     client.logout()

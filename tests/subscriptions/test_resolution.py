@@ -133,9 +133,7 @@ def test_uuid_members_of_string_keyed_teams(source, email, teams):
 
     # The member with a user is that user; the guest is an address.
     event = store(cloudevent(docs, id="1"), source)
-    people = {
-        p.key: p for _, _, p in queries.resolve([event.pk], [email.pk])
-    }
+    people = {p.key: p for _, _, p in queries.resolve([event.pk], [email.pk])}
     assert set(people) == {
         f"user:{ann.pk}",
         "email:guest@example.org",
