@@ -57,6 +57,7 @@ bench: install  ## measured ratios, side by side in one run (see README, Perform
 	$(BIN)/python -m bench.notify
 	$(BIN)/python -m bench.watches
 	$(BIN)/python -m bench.rendering
+	$(BIN)/python -m bench.subscriptions
 
 build: install  ## sdist and wheel into dist/
 	$(BIN)/python -m pip wheel --no-deps -w dist .

@@ -27,6 +27,12 @@ class CloudEventsBridgeConfig(AppConfig):
         from .targets import watches  # registers the watch target
 
         register_unsubscriber("watch", watches.unsubscribe)
+        # Subscriptions: the auth app's relations, and the target (after watches).
+        from .subscriptions import resolvers
+        from .targets import subscriptions
+
+        resolvers.register_defaults()
+        register_unsubscriber("subscription", subscriptions.unsubscribe)
 
         setting_changed.connect(reset_handler, dispatch_uid="cloudevents_bridge.reset")
         # The receiver answers without its trailing slash too (middleware.py).

@@ -790,3 +790,107 @@ def check_rendering(
                     )
                 )
     return found
+
+
+@register(Tags.models)
+def check_subscription_resolvers(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """Every registered membership, follows and people QuerySet compiles."""
+    from django.db import DEFAULT_DB_ALIAS
+
+    from .subscriptions import resolvers
+
+    registry = resolvers.registry
+    errors = []
+    relations: list[tuple[str, Any]] = [
+        *(
+            (f"membership {m.left.__name__} > {m.right.__name__}", m.pairs)
+            for m in registry.memberships
+        ),
+        *(
+            (f"follows {m.left.__name__} > {m.right.__name__}", m.pairs)
+            for m in registry.follows
+        ),
+        *((f"people {p.model.__name__}", p.rows) for p in registry.people.values()),
+    ]
+    for label, build in relations:
+        try:
+            build().query.get_compiler(using=DEFAULT_DB_ALIAS).as_sql()
+        except Exception as err:
+            errors.append(
+                Error(
+                    f"Subscriptions resolver: the {label} QuerySet does not "
+                    f"compile: {err}",
+                    hint="Name the key columns of the registered QuerySet.",
+                    id=f"{ID}.E016",
+                    obj=label,
+                )
+            )
+    return errors
+
+
+@register(Tags.database)
+def check_subscriptions(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """Mediums name configured channels, sources' filters compile, and every
+    subscriber type maps to people (``check --database``; reads the tables)."""
+    from django.contrib.contenttypes.models import ContentType
+
+    from . import filters
+    from .subscriptions import resolvers
+
+    databases = kwargs.get("databases") or []
+    if "default" not in databases:
+        return []
+    from .models import Medium, Source, Subscription
+
+    errors: list[Any] = []
+    try:
+        channels = conf.channels()
+        for medium in Medium.objects.exclude(channel="feed"):
+            if medium.channel not in channels:
+                errors.append(
+                    Error(
+                        f"Medium {medium.name!r}: channel {medium.channel!r} is not "
+                        "configured.",
+                        hint='A name in CLOUDEVENTS_NOTIFICATIONS["CHANNELS"] '
+                        '("email" is built in), or "feed".',
+                        id=f"{ID}.E014",
+                        obj=f"Medium {medium.name}",
+                    )
+                )
+        for source in Source.objects.exclude(filter=None):
+            if source.filter in ([], {}):
+                continue
+            try:
+                filters.compile(source.filter or [])
+            except filters.InvalidFilter as err:
+                errors.append(
+                    Error(
+                        f"Source {source.name!r}: its filter does not compile: {err}",
+                        hint="No event of the source is stored while it does not.",
+                        id=f"{ID}.E015",
+                        obj=f"Source {source.name}",
+                    )
+                )
+        mapped = {
+            ContentType.objects.get_for_model(model).pk
+            for model in resolvers.registry.people
+        }
+        kinds = Subscription.objects.values_list(
+            "entity_type_id", "sub_entity_type_id"
+        ).distinct()
+        for entity_type, sub_entity_type in kinds:
+            kind = sub_entity_type or entity_type
+            if kind not in mapped:
+                name = ContentType.objects.get_for_id(kind)
+                errors.append(
+                    Warning(
+                        f"Subscriptions of {name.app_label}.{name.model} reach "
+                        "nobody: no people are registered for that model.",
+                        hint="resolvers.register_people(model, user=..., email=...)",
+                        id=f"{ID}.W010",
+                        obj=f"{name.app_label}.{name.model}",
+                    )
+                )
+    except DatabaseError:  # not migrated yet: nothing to check
+        return []
+    return errors

@@ -32,6 +32,15 @@ def _fresh_handler() -> Iterator[None]:
     reset_handler()
 
 
+@pytest.fixture(autouse=True)
+def _no_known_sources() -> None:
+    """Each test reads the subscription sources' types afresh (a process keeps
+    them for a few seconds; a test's rows are gone after it)."""
+    from django_cloudevents_bridge.targets import subscriptions
+
+    subscriptions._forget()
+
+
 @pytest.fixture
 def sent_events() -> Iterator[list]:
     """The events the locmem handler received during the test, in order."""

@@ -112,8 +112,9 @@ def test_triggers_pass_the_crd_and_route_what_the_handlers_take(
     assert by_name[signup]["spec"]["filters"] == [{"exact": {"type": "testapp.Signup"}}]
 
 
-def test_every_event_a_handler_takes_passes_its_trigger(handlers) -> None:
-    """Cluster routing never drops what in-process dispatch would handle."""
+def test_every_event_a_handler_takes_passes_its_trigger(handlers, db) -> None:
+    """Cluster routing never drops what in-process dispatch would handle (the
+    subscriptions target reads its sources' types from the database)."""
     triggers = [t for t, _ in catalogue.triggers(service="shop")]
     for type_, extensions in [
         ("com.shop.order.paid", {}),

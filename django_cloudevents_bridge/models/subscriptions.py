@@ -126,27 +126,27 @@ class Medium(models.Model):
 
     def events(self, **filters: Any) -> Any:
         """Every stored event some subscription routes to this medium."""
-        from ..subscriptions import queries
+        from ..subscriptions.queries import events
 
-        return queries.events(self, **filters)
+        return events(self, **filters)
 
     def entity_events(self, entity: Any, **filters: Any) -> Any:
         """One subscriber's feed on this medium, newest first."""
-        from ..subscriptions import feed
+        from ..subscriptions.feed import entity_events
 
-        return feed.entity_events(self, entity, **filters)
+        return entity_events(self, entity, **filters)
 
     def events_targets(self, **filters: Any) -> Any:
         """``[(event, targets)]``: each event with the people it reaches, once each."""
-        from ..subscriptions import queries
+        from ..subscriptions.queries import events_targets
 
-        return queries.events_targets(self, **filters)
+        return events_targets(self, **filters)
 
     def render(self, events: Any) -> Any:
         """``{event: (text, html)}`` in this medium's rendering style."""
-        from ..subscriptions import rendering
+        from ..subscriptions.rendering import render
 
-        return rendering.render(self, events)
+        return render(self, events)
 
 
 class Subscription(models.Model):

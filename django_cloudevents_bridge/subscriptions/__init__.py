@@ -2,7 +2,12 @@
 
 ``from django_cloudevents_bridge.subscriptions import Source, Medium, ...`` gives
 the models (loaded on first use, so importing this package needs no app
-registry). How each entity-event name maps is in the README, "Subscriptions".
+registry), and, loaded the same way: ``subscribe``, ``unsubscribe``,
+``mark_seen``, ``entity_events``, ``events``, ``events_targets``,
+``serialized_context`` and the resolver
+registrations (``register_membership``, ``register_follows``,
+``register_people``, ``register_identities``). How each entity-event name maps
+is in the README, "Subscriptions".
 """
 
 from __future__ import annotations
@@ -22,7 +27,21 @@ _MODELS = (
     "Unsubscription",
 )
 
-__all__ = [*_MODELS]
+_FUNCTIONS = {
+    "entity_events": "feed",
+    "events": "queries",
+    "events_targets": "queries",
+    "mark_seen": "feed",
+    "register_follows": "resolvers",
+    "register_identities": "resolvers",
+    "register_membership": "resolvers",
+    "register_people": "resolvers",
+    "serialized_context": "rendering",
+    "subscribe": "entities",
+    "unsubscribe": "entities",
+}
+
+__all__ = [*_MODELS, *_FUNCTIONS]
 
 
 def __getattr__(name: str) -> Any:
@@ -30,4 +49,8 @@ def __getattr__(name: str) -> Any:
         from .. import models
 
         return getattr(models, name)
+    if name in _FUNCTIONS:
+        from importlib import import_module
+
+        return getattr(import_module(f"{__name__}.{_FUNCTIONS[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -143,14 +143,12 @@ def test_reasons_of_an_unregistered_kind_are_skipped_with_a_warning(
     sent, unsubscribed, caplog
 ):
     Delivery.objects.update(
-        reasons=[{"kind": "subscription", "id": 3}, {"kind": "watch", "id": 1}]
+        reasons=[{"kind": "digest", "id": 3}, {"kind": "watch", "id": 1}]
     )
     response = Client().post(path(sent), ONE_CLICK)
     assert response.status_code == 200
     assert [reason["id"] for reason, _ in unsubscribed] == [1]
-    assert "No unsubscriber is registered for reasons of kind 'subscription'" in (
-        caplog.text
-    )
+    assert "No unsubscriber is registered for reasons of kind 'digest'" in (caplog.text)
 
 
 def test_register_unsubscriber_needs_a_callable():

@@ -15,6 +15,9 @@ from django_cloudevents_bridge.targets.groups import (
     unregister_group_handler,
 )
 
+# targets_for() reads which types subscription sources have.
+pytestmark = pytest.mark.django_db
+
 
 @pytest.fixture
 def register() -> Iterator[Callable[..., Callable[..., Any]]]:

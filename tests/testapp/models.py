@@ -262,3 +262,25 @@ class Entry(models.Model):
 
     def __str__(self) -> str:
         return self.title
+
+
+# Subscribers that are not users (tests/subscriptions): a string-keyed team of
+# UUID-keyed members, registered with the resolver by the tests.
+class Team(models.Model):
+    slug = models.CharField(max_length=50, primary_key=True)
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class Member(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4)
+    email = models.EmailField(blank=True)
+    # A user's key, not a foreign key: testapp has no migrations, and its
+    # tables are created before auth's.
+    user_id = models.IntegerField(null=True, blank=True)
+    teams = models.ManyToManyField(Team, related_name="members", blank=True)
+    follows = models.ManyToManyField(Team, related_name="followers", blank=True)
+
+    def __str__(self) -> str:
+        return str(self.id)

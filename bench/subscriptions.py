@@ -1,0 +1,359 @@
+"""Subscriptions on PostgreSQL: the targets of one event in one statement, a feed page.
+
+``python -m bench.subscriptions`` creates its own PostgreSQL database (dropped at
+the end) and seeds it with COPY in the shape entity-event was measured with:
+100,000 users in 1,000 groups (every user in a home group, 10% in a second one);
+1,000 group subscriptions with ``only_following``, 100 plain group ones, 50
+individual ones and 25 unsubscriptions, spread over 10 sources of one medium;
+100,000 stored events (a user and a group as actors each). It prints:
+
+- the targets of one event (a user and a group as actors): median time, the
+  number of queries (1), the people reached and the duplicates among them (0);
+- the query count of the resolution at 1, 100 and 10,000 subscriptions;
+- one subscriber's feed page (50 events) among the 100,000: a plain and a
+  following ("only_following") subscriber, median time and queries (<= 3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bench import settings as bench_settings
+from bench.watches import admin
+
+USERS, GROUPS, SOURCES = 100_000, 1_000, 10
+
+
+def configure(name: str) -> None:
+    import django
+    from django.conf import settings
+
+    database = {**bench_settings.postgres(), "NAME": name}
+    database["OPTIONS"] = {"options": "-c random_page_cost=1.1"}
+    settings.configure(
+        SECRET_KEY="bench-only",
+        USE_TZ=True,
+        TIME_ZONE="UTC",
+        DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
+        INSTALLED_APPS=[
+            "django.contrib.contenttypes",
+            "django.contrib.auth",
+            "django_cloudevents_bridge",
+        ],
+        DATABASES={"default": database},
+        CLOUDEVENTS_SOURCE="urn:django:bench",
+        CLOUDEVENTS_HANDLER="locmem",
+        LOGGING_CONFIG=None,
+    )
+    django.setup()
+
+
+def copy(table: str, columns: list[str], rows: Any) -> None:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        sql = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
+        with cursor.cursor.copy(sql) as stream:
+            for row in rows:
+                stream.write_row(row)
+
+
+def seed(events: int) -> dict[str, Any]:
+    from django.contrib.auth.models import Group, User
+    from django.contrib.contenttypes.models import ContentType
+    from django.db import connection
+    from django.utils import timezone
+
+    from django_cloudevents_bridge.models import (
+        Event,
+        EventActor,
+        Medium,
+        Source,
+        SourceGroup,
+        Subscription,
+        Unsubscription,
+    )
+
+    rng = random.Random(16)
+    now = timezone.now()
+    copy("auth_group", ["id", "name"], ((i + 1, f"g{i}") for i in range(GROUPS)))
+    copy(
+        "auth_user",
+        [
+            "id",
+            "password",
+            "is_superuser",
+            "username",
+            "first_name",
+            "last_name",
+            "email",
+            "is_staff",
+            "is_active",
+            "date_joined",
+        ],
+        (
+            (i + 1, "!", False, f"u{i}", "", "", f"u{i}@example.org", False, True, now)
+            for i in range(USERS)
+        ),
+    )
+
+    def memberships() -> Any:
+        for i in range(USERS):
+            home = i % GROUPS
+            yield i + 1, home + 1
+            if i % 10 == 0:
+                yield i + 1, (home * 7 + 3) % GROUPS + 1
+
+    copy("auth_user_groups", ["user_id", "group_id"], memberships())
+    group = SourceGroup.objects.create(name="bench", display_name="Bench")
+    sources = [
+        Source.objects.create(
+            name=f"s{n}", display_name=f"S{n}", group=group, event_type=f"bench.s{n}"
+        )
+        for n in range(SOURCES)
+    ]
+    medium = Medium.objects.create(name="email", display_name="E", channel="email")
+    feed = Medium.objects.create(name="feed", display_name="F", channel="feed")
+    user_ct = ContentType.objects.get_for_model(User).pk
+    group_ct = ContentType.objects.get_for_model(Group).pk
+    subs = []
+    chosen = [rng.randrange(SOURCES) for _ in range(GROUPS)]
+    for g in range(GROUPS):  # 1,000 only_following group subscriptions
+        subs.append((group_ct, str(g + 1), user_ct, True, sources[chosen[g]].pk))
+    for g in rng.sample(range(GROUPS), 100):  # 100 plain ones (another source)
+        other = (chosen[g] + rng.randrange(1, SOURCES)) % SOURCES
+        subs.append((group_ct, str(g + 1), user_ct, False, sources[other].pk))
+    for u in rng.sample(range(USERS), 50):  # 50 individual ones
+        subs.append((user_ct, str(u + 1), None, False, rng.choice(sources).pk))
+    fields = [
+        "medium_id",
+        "source_id",
+        "entity_type_id",
+        "entity_id",
+        "sub_entity_type_id",
+        "only_following",
+        "created_at",
+    ]
+    for m in (medium, feed):
+        copy(
+            Subscription._meta.db_table,
+            fields,
+            ((m.pk, s, ct, eid, sub, f, now) for ct, eid, sub, f, s in subs),
+        )
+    plain = [(int(e), s) for ct, e, sub, f, s in subs if sub and not f]
+    copy(  # 25 members of plainly subscribed groups opt out
+        Unsubscription._meta.db_table,
+        ["medium_id", "source_id", "entity_type_id", "entity_id", "created_at"],
+        (
+            (medium.pk, s, user_ct, str(g - 1 + GROUPS * k + 1), now)
+            for k, (g, s) in enumerate(plain[:25])
+        ),
+    )
+    start = now.timestamp() - events
+    from datetime import UTC, datetime
+
+    copy(
+        Event._meta.db_table,
+        [
+            "id",
+            "source_id",
+            "event_source",
+            "event_id",
+            "subject",
+            "time",
+            "context",
+            "created_at",
+        ],
+        (
+            (
+                i + 1,
+                sources[i % SOURCES].pk,
+                "/bench",
+                f"e{i}",
+                "",
+                datetime.fromtimestamp(start + i, UTC),
+                f'{{"n": {i}}}',
+                now,
+            )
+            for i in range(events)
+        ),
+    )
+
+    def actors() -> Any:
+        for i in range(events):
+            yield i + 1, user_ct, str(rng.randrange(USERS) + 1)
+            yield i + 1, group_ct, str(rng.randrange(GROUPS) + 1)
+
+    copy(
+        EventActor._meta.db_table, ["event_id", "entity_type_id", "entity_id"], actors()
+    )
+    with connection.cursor() as cursor:
+        for table in (Event, EventActor, Group, User):
+            cursor.execute(
+                f"SELECT setval(pg_get_serial_sequence('{table._meta.db_table}', "
+                f"'id'), (SELECT MAX(id) FROM {table._meta.db_table}))"
+            )
+        cursor.execute("VACUUM ANALYZE")
+    return {"medium": medium, "feed": feed, "sources": sources, "subs": subs}
+
+
+def median_ms(function: Callable[[], Any], repeat: int) -> tuple[float, float, Any]:
+    times, result = [], None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = function()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times), min(times), result
+
+
+def count_queries(function: Callable[[], Any]) -> int:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        function()
+    return len(queries)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.subscriptions")
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=21)
+    options = parser.parse_args(argv)
+    problem = bench_settings.postgres_problem()
+    if problem:
+        print(f"bench.subscriptions needs PostgreSQL: {problem}", file=sys.stderr)
+        return 1
+    name = f"bench_subscriptions_{int(time.time())}"
+    admin(f'CREATE DATABASE "{name}"')
+    try:
+        configure(name)
+        return run(options.events, options.repeat)
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        admin(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+def run(total: int, repeat: int) -> int:
+    from django.contrib.auth.models import User
+    from django.core.management import call_command
+
+    from django_cloudevents_bridge import events as ce
+    from django_cloudevents_bridge.models import Event, Source, Subscription
+    from django_cloudevents_bridge.subscriptions import entity_events, queries
+    from django_cloudevents_bridge.targets.subscriptions import store
+
+    call_command("migrate", verbosity=0)
+    start = time.perf_counter()
+    seeded = seed(total)
+    medium, feed, sources = seeded["medium"], seeded["feed"], seeded["sources"]
+    print(
+        f"{USERS:,} users in {GROUPS:,} groups, {len(seeded['subs']):,} "
+        f"subscriptions per medium, 25 unsubscriptions, {total:,} stored events "
+        f"(seeded in {time.perf_counter() - start:.0f} s)"
+    )
+    # The event: of the source with the most plain group subscriptions, by a
+    # user and a group.
+    counts: dict[int, int] = {}
+    for _, _, sub, following, source in seeded["subs"]:
+        if sub and not following:
+            counts[source] = counts.get(source, 0) + 1
+    busiest = Source.objects.get(pk=max(counts, key=lambda s: counts[s]))
+    event = store(
+        ce.new(
+            busiest.event_type,
+            source="/bench",
+            id="one",
+            extensions={"actors": "auth.user/12345,auth.group/77"},
+        ),
+        busiest,
+    )
+
+    def targets() -> list[Any]:
+        return list(queries.resolve([event.pk], [medium.pk]))
+
+    targets()
+    ms, best, found = median_ms(targets, repeat)
+    keys = [person.key for _, _, person in found]
+    print(f"\n{'measure':<46}{'queries':>8}{'median ms':>11}{'min':>8}")
+    print(
+        f"{'targets of one event (' + str(len(keys)) + ' people)':<46}"
+        f"{count_queries(targets):>8}{ms:>11.2f}{best:>8.2f}  (target <= 5; "
+        f"duplicates: {len(keys) - len(set(keys))})"
+    )
+
+    # Query count against the number of subscriptions.
+    user_ct = Subscription.objects.filter(sub_entity_type__isnull=False).first()
+    assert user_ct is not None
+    counted = []
+    for size in (1, 100, 10_000):
+        source = Source.objects.create(
+            name=f"q{size}",
+            display_name="Q",
+            group=busiest.group,
+            event_type=f"bench.q{size}",
+        )
+        Subscription.objects.bulk_create(
+            Subscription(
+                medium=medium,
+                source=source,
+                entity_type_id=user_ct.sub_entity_type_id,
+                entity_id=str(i + 1),
+                only_following=i % 2 == 0,
+            )
+            for i in range(size)
+        )
+        stored = store(
+            ce.new(
+                source.event_type,
+                source="/bench",
+                id=f"q{size}",
+                extensions={"actors": "auth.group/5"},
+            ),
+            source,
+        )
+        counted.append(
+            (
+                size,
+                count_queries(
+                    lambda s=stored: list(queries.resolve([s.pk], [medium.pk]))
+                ),
+            )
+        )
+    print(
+        "queries of the resolution at "
+        + ", ".join(f"{size:,} subscriptions: {n}" for size, n in counted)
+    )
+
+    # Feed pages among the stored events.
+    plain_user = User.objects.get(pk=1)
+    Subscription.objects.create(
+        medium=feed,
+        source=sources[0],
+        entity_type_id=user_ct.sub_entity_type_id,
+        entity_id="1",
+        only_following=False,
+    )
+    following_user = User.objects.get(pk=2)
+    for label, who in (("plain", plain_user), ("only_following", following_user)):
+        entity_events(feed, who)
+        ms, best, page = median_ms(lambda w=who: entity_events(feed, w), repeat)
+        queries_ = count_queries(lambda w=who: entity_events(feed, w))
+        print(
+            f"{'feed page, ' + label + ' (' + str(len(page)) + ' events)':<46}"
+            f"{queries_:>8}{ms:>11.2f}{best:>8.2f}  (target <= 20, <= 3 queries)"
+        )
+    print(f"stored events: {Event.objects.count():,}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""Who an event reaches: one statement, each person once, whatever the routes."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import Group
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from django_cloudevents_bridge.subscriptions import (
+    Subscription,
+    queries,
+    resolvers,
+    subscribe,
+    unsubscribe,
+)
+from django_cloudevents_bridge.targets.subscriptions import store
+from tests.testapp.models import Member, Team
+
+from .conftest import cloudevent, user
+
+pytestmark = pytest.mark.django_db
+
+
+def reached(event, *mediums) -> dict[str, list]:
+    """{recipient key: reasons' subscription ids} of the stored event."""
+    found = {}
+    for _, _, person in queries.resolve([event.pk], [m.pk for m in mediums]):
+        assert person.key not in found, f"{person.key} twice"
+        found[person.key] = sorted(r["id"] for r in person.reasons)
+    return found
+
+
+def test_group_members_and_individuals_are_reached_once(source, email):
+    red, blue = Group.objects.create(name="red"), Group.objects.create(name="blue")
+    ann, bob, cy = user("ann", red, blue), user("bob", red), user("cy")
+    both = [
+        subscribe(email, source, g, sub_entity_type=ann, only_following=False)
+        for g in (red, blue)
+    ]
+    own = subscribe(email, source, ann, only_following=False)
+    subscribe(email, source, cy, only_following=True)  # cy acts in no event
+
+    event = store(cloudevent(bob), source)
+
+    assert reached(event, email) == {
+        f"user:{ann.pk}": sorted([both[0].pk, both[1].pk, own.pk]),
+        f"user:{bob.pk}": [both[0].pk],
+    }
+
+
+def test_an_unsubscribed_member_of_a_subscribed_group_is_left_out(source, email):
+    red = Group.objects.create(name="red")
+    ann, bob = user("ann", red), user("bob", red)
+    subscribe(email, source, red, sub_entity_type=ann, only_following=False)
+    unsubscribe(email, source, bob)
+    unsubscribe(email, source, bob)  # idempotent
+
+    event = store(cloudevent(), source)
+
+    assert list(reached(event, email)) == [f"user:{ann.pk}"]
+
+
+def test_only_following_with_group_actors(source, email):
+    red, blue = Group.objects.create(name="red"), Group.objects.create(name="blue")
+    ann, bob, cy = user("ann", red), user("bob", blue), user("cy", red, blue)
+    everyone = Group.objects.create(name="everyone")
+    for person in (ann, bob, cy):
+        person.groups.add(everyone)
+    subscribe(email, source, everyone, sub_entity_type=ann, only_following=True)
+
+    # A member follows its groups: an event by "red" reaches red's members.
+    assert set(reached(store(cloudevent(red, id="1"), source), email)) == {
+        f"user:{ann.pk}",
+        f"user:{cy.pk}",
+    }
+    # And itself: an event by bob reaches bob.
+    assert set(reached(store(cloudevent(bob, id="2"), source), email)) == {
+        f"user:{bob.pk}"
+    }
+    # No actor: nobody follows it.
+    assert reached(store(cloudevent(id="3"), source), email) == {}
+
+
+def test_inactive_users_and_users_without_subscription_are_not_reached(
+    source, email, feed
+):
+    red = Group.objects.create(name="red")
+    ann, bob = user("ann", red), user("bob", red)
+    bob.is_active = False
+    bob.save()
+    subscribe(feed, source, red, sub_entity_type=ann, only_following=False)
+    subscribe(email, source, red, sub_entity_type=ann, only_following=False)
+
+    event = store(cloudevent(), source)
+
+    assert list(reached(event, email)) == [f"user:{ann.pk}"]
+    both = list(queries.resolve([event.pk], [email.pk, feed.pk]))
+    assert sorted(m for _, m, _ in both) == sorted([email.pk, feed.pk])
+
+
+@pytest.fixture
+def teams(registry):
+    """A UUID-keyed member model in string-keyed teams, with its own resolver."""
+    resolvers.register_membership(
+        Team,
+        Member,
+        Member.teams.through.objects.all(),
+        group_field="team_id",
+        member_field="member_id",
+    )
+    resolvers.register_follows(
+        Member,
+        Team,
+        Member.follows.through.objects.all(),
+        follower_field="member_id",
+        followed_field="team_id",
+    )
+    resolvers.register_people(Member, user="user_id", email="email")
+
+
+def test_uuid_members_of_string_keyed_teams(source, email, teams):
+    core, docs = Team.objects.create(slug="core"), Team.objects.create(slug="docs")
+    ann = user("ann")
+    linked = Member.objects.create(user_id=ann.pk, email="other@example.org")
+    guest = Member.objects.create(email="Guest@Example.org ")
+    fan = Member.objects.create(email="fan@example.org")
+    linked.teams.add(core)
+    guest.teams.add(core, docs)
+    fan.follows.add(docs)
+    plain = subscribe(email, source, core, sub_entity_type=Member, only_following=False)
+    following = subscribe(email, source, fan, only_following=True)
+
+    # The member with a user is that user; the guest is an address.
+    event = store(cloudevent(docs, id="1"), source)
+    people = {p.key: p for _, _, p in queries.resolve([event.pk], [email.pk])}
+    assert set(people) == {
+        f"user:{ann.pk}",
+        "email:guest@example.org",
+        "email:fan@example.org",  # follows "docs", an actor
+    }
+    assert people["email:guest@example.org"].reasons == (
+        {
+            "kind": "subscription",
+            "id": plain.pk,
+            "entity": "testapp.member",
+            "entity_id": resolvers.entity_id(Member, guest.pk),
+        },
+    )
+    assert people["email:fan@example.org"].reasons[0]["id"] == following.pk
+    # An event of another team: the fan does not follow it.
+    event = store(cloudevent(core, id="2"), source)
+    assert "email:fan@example.org" not in {
+        p.key for _, _, p in queries.resolve([event.pk], [email.pk])
+    }
+
+
+def test_a_user_wins_over_a_member_with_the_same_address(source, email, teams):
+    core = Team.objects.create(slug="core")
+    ann = user("ann")
+    for member in (
+        Member.objects.create(user_id=ann.pk),
+        Member.objects.create(email="ANN@example.org"),
+    ):
+        member.teams.add(core)
+    subscribe(email, source, core, sub_entity_type=Member, only_following=False)
+    subscribe(email, source, ann, only_following=False)
+
+    event = store(cloudevent(), source)
+
+    people = [p for _, _, p in queries.resolve([event.pk], [email.pk])]
+    assert [p.key for p in people] == [f"user:{ann.pk}"]
+
+
+@pytest.mark.parametrize("count", [1, 100, 10_000])
+def test_one_statement_whatever_the_number_of_subscriptions(count, source, email):
+    groups = Group.objects.bulk_create(Group(name=f"g{i}") for i in range(count))
+    ann = user("ann", groups[0])
+    kind = resolvers.entity_of(ann)[0]
+    Subscription.objects.bulk_create(
+        Subscription(
+            medium=email,
+            source=source,
+            entity_type=resolvers.entity_of(group)[0],
+            entity_id=str(group.pk),
+            sub_entity_type=kind,
+            only_following=i % 2 == 0,
+        )
+        for i, group in enumerate(groups)
+    )
+    event = store(cloudevent(groups[0]), source)
+    queries.statement([event.pk], [email.pk], "default")  # content types cached
+
+    with CaptureQueriesContext(connection) as captured:
+        people = list(queries.resolve([event.pk], [email.pk]))
+
+    assert len(captured) == 1
+    assert [p.key for _, _, p in people] == [f"user:{ann.pk}"]
+
+
+def test_events_targets_lists_each_person_once_per_event(source, email):
+    red, blue = Group.objects.create(name="red"), Group.objects.create(name="blue")
+    ann, bob = user("ann", red, blue), user("bob", blue)
+    for group in (red, blue):
+        subscribe(email, source, group, sub_entity_type=ann, only_following=False)
+    first = store(cloudevent(id="1"), source)
+    second = store(cloudevent(id="2"), source)
+
+    pairs = email.events_targets()
+
+    assert [event for event, _ in pairs] == [second, first]
+    for _, people in pairs:
+        assert sorted(p.key for p in people) == [f"user:{ann.pk}", f"user:{bob.pk}"]
