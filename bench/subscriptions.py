@@ -225,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.subscriptions")
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=21)
+    parser.add_argument(
+        "--explain", action="store_true", help="print the targets statement's plan"
+    )
     options = parser.parse_args(argv)
     problem = bench_settings.postgres_problem()
     if problem:
@@ -234,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     admin(f'CREATE DATABASE "{name}"')
     try:
         configure(name)
-        return run(options.events, options.repeat)
+        return run(options.events, options.repeat, options.explain)
     finally:
         from django.db import connections
 
@@ -242,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         admin(f'DROP DATABASE IF EXISTS "{name}"')
 
 
-def run(total: int, repeat: int) -> int:
+def run(total: int, repeat: int, explain: bool = False) -> int:
     from django.contrib.auth.models import User
     from django.core.management import call_command
 
@@ -281,6 +284,13 @@ def run(total: int, repeat: int) -> int:
         return list(queries.resolve([event.pk], [medium.pk]))
 
     targets()
+    if explain:
+        from django.db import connection
+
+        sql, params = queries.statement([event.pk], [medium.pk], "default")
+        with connection.cursor() as cursor:
+            cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params)
+            print("\n".join(row[0] for row in cursor.fetchall()))
     ms, best, found = median_ms(targets, repeat)
     keys = [person.key for _, _, person in found]
     print(f"\n{'measure':<46}{'queries':>8}{'median ms':>11}{'min':>8}")

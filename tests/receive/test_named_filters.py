@@ -22,6 +22,9 @@ from django_cloudevents_bridge.watches import WatchEvent
 from django_cloudevents_bridge.watches.base import matching, unregister
 from tests.testapp import events as testapp_events
 
+# Finding an event's targets reads the database (the subscription sources).
+pytestmark = pytest.mark.django_db
+
 
 @pytest.fixture
 def calls() -> Iterator[list[Any]]:
