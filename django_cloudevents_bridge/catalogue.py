@@ -320,7 +320,8 @@ class Route:
 
 def routes() -> list[Route]:
     """One route per group handler, per named event that has handlers (per
-    filter, when every handler has one) and per watch class."""
+    filter, when every handler has one), per watch class and per subscription
+    source."""
     from .targets import name_of, named
     from .targets.groups import _groups
     from .watches.base import registered
@@ -360,7 +361,27 @@ def routes() -> list[Route]:
         if cls.event_filter is not None:
             spec += _as_list(cls.event_filter)
         found.append(Route(f"watch-{cls.label()}", spec))
+    found += _source_routes()
     return found
+
+
+def _source_routes() -> list[Route]:
+    """One route per subscription source (rows: none while unmigrated)."""
+    from django.db import DatabaseError
+
+    from .models import Source
+
+    try:
+        sources = list(Source.objects.order_by("name"))
+    except DatabaseError:
+        return []
+    routes = []
+    for source in sources:
+        spec = [{"exact": {"type": source.event_type}}]
+        if source.filter is not None:
+            spec += _as_list(source.filter)
+        routes.append(Route(f"source-{source.name}", spec))
+    return routes
 
 
 def triggers(

@@ -20,6 +20,9 @@ from django_cloudevents_bridge.targets.groups import (
 from tests import k8s_schema
 from tests.conftest import need
 
+# Triggers include subscription sources, which are rows.
+pytestmark = pytest.mark.django_db
+
 
 @pytest.fixture(scope="module")
 def validators() -> dict:

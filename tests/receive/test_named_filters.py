@@ -190,3 +190,21 @@ def test_a_bad_event_filter_is_refused_when_the_class_is_defined() -> None:
         class Broken(WatchEvent):
             event_type = "com.example.broken"
             event_filter = {"prefix": {"subject": 3}}
+
+
+def test_subscription_sources_get_triggers_with_their_filter() -> None:
+    from django_cloudevents_bridge.models import Source, SourceGroup
+
+    group = SourceGroup.objects.create(name="issues", display_name="Issues")
+    Source.objects.create(
+        name="commented",
+        display_name="Commented",
+        group=group,
+        event_type="com.example.issue.commented",
+        filter={"prefix": {"subject": "repo/"}},
+    )
+    routes = {r.name: r.filters for r in catalogue.routes()}
+    assert routes["source-commented"] == [
+        {"exact": {"type": "com.example.issue.commented"}},
+        {"prefix": {"subject": "repo/"}},
+    ]
