@@ -248,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(total: int, repeat: int, explain: bool = False) -> int:
     from django.contrib.auth.models import User
     from django.core.management import call_command
+    from django.db import transaction
 
     from django_cloudevents_bridge import events as ce
     from django_cloudevents_bridge.models import Event, Source, Subscription
@@ -281,7 +282,10 @@ def run(total: int, repeat: int, explain: bool = False) -> int:
     )
 
     def targets() -> list[Any]:
-        return list(queries.resolve([event.pk], [medium.pk]))
+        # In a transaction, as the subscriptions target runs (autocommit would
+        # make the chunked cursor WITH HOLD: materialized at once).
+        with transaction.atomic():
+            return list(queries.resolve([event.pk], [medium.pk]))
 
     targets()
     if explain:
@@ -291,14 +295,80 @@ def run(total: int, repeat: int, explain: bool = False) -> int:
         with connection.cursor() as cursor:
             cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params)
             print("\n".join(row[0] for row in cursor.fetchall()))
-    ms, best, found = median_ms(targets, repeat)
-    keys = [person.key for _, _, person in found]
-    print(f"\n{'measure':<46}{'queries':>8}{'median ms':>11}{'min':>8}")
-    print(
-        f"{'targets of one event (' + str(len(keys)) + ' people)':<46}"
-        f"{count_queries(targets):>8}{ms:>11.2f}{best:>8.2f}  (target <= 5; "
-        f"duplicates: {len(keys) - len(set(keys))})"
+    if explain:
+        import cProfile
+        import pstats
+
+        profiler = cProfile.Profile()
+        profiler.runcall(lambda: [targets() for _ in range(5)])
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+    # The same actors on a source with only the only_following subscriptions:
+    # the followers of the actors, the few people entity-event's measurement
+    # reached (226 targets, 125 distinct).
+    following = Source.objects.create(
+        name="following",
+        display_name="Following",
+        group=busiest.group,
+        event_type="bench.following",
     )
+    Subscription.objects.bulk_create(
+        Subscription(
+            medium_id=s.medium_id,
+            source=following,
+            entity_type_id=s.entity_type_id,
+            entity_id=s.entity_id,
+            sub_entity_type_id=s.sub_entity_type_id,
+            only_following=True,
+        )
+        for s in Subscription.objects.filter(only_following=True, medium=medium)
+    )
+    followed = store(
+        ce.new(
+            following.event_type,
+            source="/bench",
+            id="two",
+            extensions={"actors": "auth.user/12345,auth.group/77"},
+        ),
+        following,
+    )
+
+    def followers() -> list[Any]:
+        with transaction.atomic():
+            return list(queries.resolve([followed.pk], [medium.pk]))
+
+    if explain:
+        ms, best, _ = median_ms(
+            lambda: queries.statement([followed.pk], [medium.pk], "default"), repeat
+        )
+        print(f"building the statement: median {ms:.2f} ms, min {best:.2f} ms")
+        from django.db import connection
+
+        sql, params = queries.statement([followed.pk], [medium.pk], "default")
+
+        def plain() -> Any:
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                return cursor.fetchall()
+
+        ms, best, rows = median_ms(plain, repeat)
+        print(f"the statement, plain cursor: median {ms:.2f} ms ({len(rows)} rows)")
+        with connection.cursor() as cursor:
+            cursor.execute("EXPLAIN (ANALYZE) " + sql, params)
+            print("\n".join(row[0] for row in cursor.fetchall()[-2:]))
+    print(f"\n{'measure':<46}{'queries':>8}{'median ms':>11}{'min':>8}")
+    for label, function in (
+        ("targets of one event, followers only", followers),
+        ("targets of one event, busiest source", targets),
+    ):
+        function()
+        ms, best, found = median_ms(function, repeat)
+        keys = [person.key for _, _, person in found]
+        queries_ = count_queries(function) - 2  # less the transaction's savepoint
+        print(
+            f"{label + ' (' + str(len(keys)) + ' people)':<46}"
+            f"{queries_:>8}{ms:>11.2f}{best:>8.2f}  (target <= 5; "
+            f"duplicates: {len(keys) - len(set(keys))})"
+        )
 
     # Query count against the number of subscriptions.
     user_ct = Subscription.objects.filter(sub_entity_type__isnull=False).first()
