@@ -140,3 +140,16 @@ def test_yaml_has_a_comment_for_what_cannot_be_expressed(handlers) -> None:
     assert "'^com\\\\.(shop|store)\\\\.'" in text or "(shop|store)" in text
     documents = [d for d in yaml.safe_load_all(text) if d]
     assert documents == json.loads(command("--format", "json"))["items"]
+
+
+def test_without_pyyaml_the_default_is_a_json_list(handlers, monkeypatch) -> None:
+    """PyYAML is no dependency: a fresh install prints JSON, which kubectl takes."""
+    import sys
+
+    from django.core.management import CommandError
+
+    monkeypatch.setitem(sys.modules, "yaml", None)  # import yaml raises ImportError
+    listing = json.loads(command())
+    assert listing["kind"] == "List" and listing["items"]
+    with pytest.raises(CommandError, match="PyYAML"):
+        command("--format", "yaml")

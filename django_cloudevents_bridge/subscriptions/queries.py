@@ -98,8 +98,9 @@ def statement(
     """The one statement resolving these stored events' people on these mediums.
 
     Its rows: (event, medium, subscription, entity type, entity key, user key
-    as text or NULL, address as stored, normalised address, 1 if no user),
-    ordered by event, medium, normalised address, users first.
+    as text or NULL, address as stored, normalised address, 1 if no user,
+    1 if no address), ordered by event, medium, rows with an address first,
+    normalised address, users first.
     """
     from ..models import Event, EventActor, Subscription, Unsubscription
 
@@ -168,13 +169,17 @@ def statement(
     # 3 and 4: minus unsubscriptions; each subscriber entity as a person.
     people = list(registry.people.values())
     if not people:
-        q.add("SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL WHERE 1 = 0")
+        q.add(
+            "SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL "
+            "WHERE 1 = 0"
+        )
     for i, mapping in enumerate(people):
         q.add("UNION ALL" if i else "").add(
             "SELECT r.ev, r.medium, r.sub, r.ct, r.id, CAST(p.dce_user AS text), "
             "p.dce_email, LOWER(TRIM(COALESCE(p.dce_email, ''))) AS address, "
-            "CASE WHEN p.dce_user IS NULL THEN 1 ELSE 0 END AS anonymous "
-            "FROM r JOIN"
+            "CASE WHEN p.dce_user IS NULL THEN 1 ELSE 0 END AS anonymous, "
+            "CASE WHEN TRIM(COALESCE(p.dce_email, '')) = '' THEN 1 ELSE 0 END "
+            "AS blank FROM r JOIN"
         )
         q.queryset(mapping.rows()).add("p ON p.dce_entity =")
         q.keyed("r.id", "r.ct", mapping.model)
@@ -184,7 +189,10 @@ def statement(
             "AND u.entity_type_id = r.ct AND u.entity_id = r.id)",
             _ct(mapping.model),
         )
-    q.add("ORDER BY 1, 2, 8, 9, 6, 3")
+    # Rows without an address last: a user reached both with one (its own
+    # user row) and without (a member row that names it but has no address)
+    # is given with the address.
+    q.add("ORDER BY 1, 2, 10, 8, 9, 6, 3")
     return q.text(), q.params
 
 

@@ -170,6 +170,8 @@ def test_a_user_wins_over_a_member_with_the_same_address(source, email, teams):
 
     people = [p for _, _, p in queries.resolve([event.pk], [email.pk])]
     assert [p.key for p in people] == [f"user:{ann.pk}"]
+    # The member row naming ann has no address: her own is the one used.
+    assert people[0].email == "ann@example.org"
 
 
 @pytest.mark.parametrize("count", [1, 100, 10_000])

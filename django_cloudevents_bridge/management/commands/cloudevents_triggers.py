@@ -27,7 +27,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "--path", default="/cloudevents/", help="the receiver's path (%(default)s)"
         )
-        parser.add_argument("--format", choices=("yaml", "json"), default="yaml")
+        parser.add_argument(
+            "--format",
+            choices=("yaml", "json"),
+            help="default: yaml when PyYAML is installed, else json",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         found = catalogue.triggers(
@@ -36,7 +40,8 @@ class Command(BaseCommand):
             path=options["path"],
             namespace=options["namespace"],
         )
-        if options["format"] == "json":
+        wanted = options["format"] or ("yaml" if _has_yaml() else "json")
+        if wanted == "json":
             items = [trigger for trigger, _ in found]
             listing = {"apiVersion": "v1", "kind": "List", "items": items}
             self.stdout.write(json.dumps(listing, indent=2))
@@ -44,9 +49,18 @@ class Command(BaseCommand):
         try:
             import yaml
         except ImportError as err:
-            raise CommandError("YAML output needs PyYAML; use --format json") from err
+            raise CommandError("--format yaml needs PyYAML installed") from err
         for trigger, note in found:
             self.stdout.write("---")
             if note:
                 self.stdout.write(f"# {note}")
             self.stdout.write(yaml.safe_dump(trigger, sort_keys=False), ending="")
+
+
+def _has_yaml() -> bool:
+    """True if PyYAML can be imported (it is no dependency of the bridge)."""
+    try:
+        import yaml  # noqa: F401
+    except ImportError:
+        return False
+    return True
