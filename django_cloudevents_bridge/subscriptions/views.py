@@ -135,7 +135,7 @@ class FeedSeenView(FeedView):
     http_method_names = ["post"]
 
     def post(self, request: HttpRequest, medium: str) -> JsonResponse:
-        self.medium(medium)
+        found = self.medium(medium)
         entity = self.entity(request)
         if request.content_type == "application/json":
             try:
@@ -153,4 +153,10 @@ class FeedSeenView(FeedView):
             if pk is False or not text.isdigit() or int(text) >= 2**63:
                 raise Refused(400, "events: event ids are whole numbers")
             numbers.add(int(text))
-        return JsonResponse({"marked": feed.mark_seen(entity, numbers)})
+        # Only events of the sources this identity is subscribed to on this
+        # medium: nobody marks (or learns the ids of) events of other feeds.
+        sources = feed.subscribed_sources(found, entity).values("source_id")
+        from ..models import Event
+
+        mine = Event.objects.filter(pk__in=numbers, source_id__in=sources)
+        return JsonResponse({"marked": feed.mark_seen(entity, mine)})

@@ -13,7 +13,9 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from django_cloudevents_bridge.subscriptions import (
+    Event,
     EventSeen,
+    Source,
     entity_events,
     mark_seen,
     subscribe,
@@ -181,5 +183,18 @@ def test_the_json_view(stream, feed, source):
     )
     seen = client.get(url, {"seen": "true"}).json()
     assert [e["event_id"] for e in seen["events"]] == ["9", "8"]
+    # An event of a source ann is not subscribed to: not hers to mark.
+    other = Source.objects.create(
+        name="other", display_name="Other", group=source.group, event_type="x.other"
+    )
+    elsewhere = Event.objects.create(source=other, event_source="/x", event_id="o")
+    response = client.post(
+        seen_url,
+        json.dumps({"events": [elsewhere.pk]}),
+        "application/json",
+        headers=headers,
+    )
+    assert response.json() == {"marked": 0}
+    assert not EventSeen.objects.filter(event=elsewhere).exists()
     client.logout()
     assert client.post(seen_url, {"events": ids_}).status_code in (401, 403)
