@@ -295,13 +295,6 @@ def run(total: int, repeat: int, explain: bool = False) -> int:
         with connection.cursor() as cursor:
             cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params)
             print("\n".join(row[0] for row in cursor.fetchall()))
-    if explain:
-        import cProfile
-        import pstats
-
-        profiler = cProfile.Profile()
-        profiler.runcall(lambda: [targets() for _ in range(5)])
-        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
     # The same actors on a source with only the only_following subscriptions:
     # the followers of the actors, the few people entity-event's measurement
     # reached (226 targets, 125 distinct).
@@ -355,6 +348,12 @@ def run(total: int, repeat: int, explain: bool = False) -> int:
         with connection.cursor() as cursor:
             cursor.execute("EXPLAIN (ANALYZE) " + sql, params)
             print("\n".join(row[0] for row in cursor.fetchall()[-2:]))
+        import cProfile
+        import pstats
+
+        profiler = cProfile.Profile()
+        profiler.runcall(lambda: [followers() for _ in range(20)])
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
     print(f"\n{'measure':<46}{'queries':>8}{'median ms':>11}{'min':>8}")
     for label, function in (
         ("targets of one event, followers only", followers),
