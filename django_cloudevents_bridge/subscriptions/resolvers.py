@@ -110,6 +110,10 @@ class Registry:
         default_factory=lambda: [_default_identities]
     )
     version: int = 0  # bumped on every change: prebuilt statements are rebuilt
+    # Statements built from this registry, by (version, database, sizes).
+    prebuilt: dict[tuple[Any, ...], Any] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     def copy(self) -> Registry:
         return Registry(

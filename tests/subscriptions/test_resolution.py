@@ -213,3 +213,28 @@ def test_events_targets_lists_each_person_once_per_event(source, email):
     assert [event for event, _ in pairs] == [second, first]
     for _, people in pairs:
         assert sorted(p.key for p in people) == [f"user:{ann.pk}", f"user:{bob.pk}"]
+
+
+def test_a_relation_registered_later_is_used_by_the_next_resolution(
+    source, email, registry
+):
+    """The statement is prebuilt per registry version: a registration rebuilds it."""
+    core = Team.objects.create(slug="core")
+    member = Member.objects.create(email="late@example.org")
+    member.teams.add(core)
+    event = store(cloudevent(), source)
+    assert list(queries.resolve([event.pk], [email.pk])) == []  # built, cached
+    resolvers.register_people(Member, user="user_id", email="email")
+    resolvers.register_membership(
+        Team,
+        Member,
+        Member.teams.through.objects.all(),
+        group_field="team_id",
+        member_field="member_id",
+    )
+    subscribe(email, source, core, sub_entity_type=Member, only_following=False)
+    people = [p.key for _, _, p in queries.resolve([event.pk], [email.pk])]
+    assert people == ["email:late@example.org"]
+    # The same sizes again: the prebuilt statement, new ids.
+    other = store(cloudevent(id="c-2"), source)
+    assert [p.key for _, _, p in queries.resolve([other.pk], [email.pk])] == people
