@@ -857,7 +857,7 @@ def check_subscriptions(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                         obj=f"Medium {medium.name}",
                     )
                 )
-        for source in Source.objects.exclude(filter=None):
+        for source in Source.objects.exclude(filter__isnull=True):
             if source.filter in ([], {}):
                 continue
             try:
