@@ -238,3 +238,59 @@ def test_a_relation_registered_later_is_used_by_the_next_resolution(
     # The same sizes again: the prebuilt statement, new ids.
     other = store(cloudevent(id="c-2"), source)
     assert [p.key for _, _, p in queries.resolve([other.pk], [email.pk])] == people
+
+
+def _five_members(source, email) -> tuple[list, object]:
+    red = Group.objects.create(name="red")
+    members = [user(f"u{i}", red) for i in range(5)]
+    subscribe(email, source, red, sub_entity_type=members[0], only_following=False)
+    return members, store(cloudevent(), source)
+
+
+def test_many_people_are_read_in_chunks_with_other_statements_between(
+    monkeypatch, source, email
+):
+    """More people than a fetch holds: every one, once, while the caller runs
+    its own statements between them (as the target writes the ledger)."""
+    monkeypatch.setattr(queries, "CHUNK", 2)
+    members, event = _five_members(source, email)
+
+    seen, counts = [], []
+    with CaptureQueriesContext(connection) as captured:
+        for _, _, person in queries.resolve([event.pk], [email.pk]):
+            seen.append(person.key)
+            counts.append(Group.objects.filter(name="red").count())
+
+    assert sorted(seen) == sorted(f"user:{m.pk}" for m in members)
+    assert counts == [1] * 5
+    if connection.vendor == "postgresql":  # declared with its first fetch
+        sql = [q["sql"] for q in captured if "dce_targets_" in q["sql"]]
+        assert sql[0].startswith("DECLARE") and "FETCH FORWARD 2" in sql[0]
+        # Two more fetches (the last one short), then CLOSE.
+        assert [q.split()[0] for q in sql] == ["DECLARE", "FETCH", "FETCH", "CLOSE"]
+
+
+def test_a_resolution_left_early_leaves_the_transaction_usable(source, email):
+    _, event = _five_members(source, email)
+
+    for _ in queries.resolve([event.pk], [email.pk]):
+        break  # the rest is never read
+    again = list(queries.resolve([event.pk], [email.pk]))
+
+    assert len(again) == 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outside_a_transaction_the_rows_come_from_a_chunked_cursor(
+    monkeypatch, source, email
+):
+    """In autocommit no cursor can be declared without a transaction: Django's
+    chunked cursor reads the same people."""
+    monkeypatch.setattr(queries, "CHUNK", 2)
+    members, event = _five_members(source, email)
+
+    with CaptureQueriesContext(connection) as captured:
+        people = [p.key for _, _, p in queries.resolve([event.pk], [email.pk])]
+
+    assert sorted(people) == sorted(f"user:{m.pk}" for m in members)
+    assert not any("dce_targets_" in q["sql"] for q in captured)
