@@ -223,10 +223,20 @@ def notify_subscribers(event: CloudEvent) -> int:
                 for person in group
                 if person.email
             )
-        else:  # the webhook channel (or any other): the CloudEvent itself
-            items = ((person, event) for person in group)
+        else:  # the webhook channel (or any other): the CloudEvent, addressed
+            items = ((person, addressed(event, person.key)) for person in group)
         new += notifications.record(event, medium.channel, items, using=using)
     return new
+
+
+RECIPIENT = "recipient"  # the extension naming whom a webhook POST is for
+
+
+def addressed(event: CloudEvent, key: str) -> CloudEvent:
+    """The event with the ``recipient`` extension set to a person's key
+    (``user:<pk>`` or ``email:<address>``): each person is one POST of the same
+    event, and the endpoint has to know whom each is for."""
+    return CloudEvent({**event.get_attributes(), RECIPIENT: key}, event.get_data())
 
 
 def _by_medium(

@@ -168,17 +168,22 @@ def test_the_webhook_medium_posts_the_cloudevent_to_a_loopback_server(
     }
     settings.CLOUDEVENTS_RECEIVER = {"MODE": "inline", "TASK_BACKEND": False}
     hook = Medium.objects.create(name="hook", display_name="Hook", channel="hook")
-    ann = user("ann")
-    subscribe(hook, source, ann, only_following=False)
+    ann, bob = user("ann"), user("bob")
+    for person in (ann, bob):
+        subscribe(hook, source, person, only_following=False)
 
     assert receive(cloudevent()) == 202
     assert work.process() == Counter(done=1)
-    assert send_due() == Counter(sent=1)
+    assert send_due() == Counter(sent=2)
 
-    [received] = sink.wait_for(1)
-    assert received.headers["webhook-id"]
-    assert received.event.get_id() == "c-1"
-    assert received.event.get_type() == TYPE
+    received = sink.wait_for(2)
+    assert len({r.headers["webhook-id"] for r in received}) == 2
+    assert {r.event.get_id() for r in received} == {"c-1"}
+    assert {r.event.get_type() for r in received} == {TYPE}
+    # One POST per person, each saying whom it is for.
+    assert sorted(r.event.get_attributes()["recipient"] for r in received) == sorted(
+        [f"user:{ann.pk}", f"user:{bob.pk}"]
+    )
 
 
 @pytest.mark.postgres
