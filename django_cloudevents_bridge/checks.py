@@ -828,6 +828,19 @@ def check_subscription_resolvers(app_configs: Any = None, **kwargs: Any) -> list
     return errors
 
 
+def _shared_channel(first: Any, other: Any) -> Warning:
+    return Warning(
+        f"Mediums {first.name!r} and {other.name!r} send through the same channel "
+        f"{other.channel!r}: a person reached on both gets one message per event, "
+        f"rendered for {first.name!r} (the first created).",
+        hint="One notification per person, event and channel is the rule (the "
+        "ledger's). Configure a second channel (CLOUDEVENTS_NOTIFICATIONS"
+        '["CHANNELS"]) for a medium that must send its own message.',
+        id=f"{ID}.W013",
+        obj=f"Medium {other.name}",
+    )
+
+
 @register(Tags.database)
 def check_subscriptions(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     """Mediums name configured channels, sources' filters compile, and every
@@ -845,7 +858,11 @@ def check_subscriptions(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     errors: list[Any] = []
     try:
         channels = conf.channels()
-        for medium in Medium.objects.exclude(channel="feed"):
+        first: dict[str, Any] = {}  # channel -> its first medium
+        for medium in Medium.objects.exclude(channel="feed").order_by("pk"):
+            if medium.channel in first:
+                errors.append(_shared_channel(first[medium.channel], medium))
+            first.setdefault(medium.channel, medium)
             if medium.channel not in channels:
                 errors.append(
                     Error(

@@ -1,4 +1,4 @@
-"""System checks for subscriptions: E014-E016, W010."""
+"""System checks for subscriptions: E014-E016, W010, W013."""
 
 from __future__ import annotations
 
@@ -40,3 +40,14 @@ def test_misconfigurations_are_reported(source, email, registry):
         "cloudevents_bridge.E015",
     ]
     assert ids(check_subscription_resolvers()) == ["cloudevents_bridge.E016"]
+
+
+def test_two_mediums_on_one_channel_are_reported_once_each_after_the_first(email):
+    daily = Medium.objects.create(name="daily", display_name="D", channel="email")
+    Medium.objects.create(name="feed2", display_name="F", channel="feed")
+
+    [warning] = check_subscriptions(databases=["default"])
+
+    assert warning.id == "cloudevents_bridge.W013"
+    assert warning.obj == f"Medium {daily.name}"
+    assert "'email'" in warning.msg and "rendered for 'email'" in warning.msg
