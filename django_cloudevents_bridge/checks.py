@@ -679,7 +679,7 @@ def check_notifications(app_configs: Any = None, **kwargs: Any) -> list[Any]:
 
     for name, path in conf.channels().items():
         try:
-            get_channel(name)
+            get_channel(name).check()
         except Exception as err:
             errors.append(
                 Error(

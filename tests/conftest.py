@@ -132,14 +132,12 @@ def http_sink(sink: Sink, settings, monkeypatch) -> Sink:
 
 @pytest.fixture
 def smtp(settings) -> Iterator[Any]:
-    """A real SMTP server on a loopback port, and Django's SMTP backend set to it."""
+    """A real SMTP server on a loopback port, and the default mailer sending to it."""
+    from tests.mail_settings import SMTP, use_mail
     from tests.smtp import SMTPServer
 
     server = SMTPServer().start()
-    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-    settings.EMAIL_HOST = "127.0.0.1"
-    settings.EMAIL_PORT = server.port
-    settings.EMAIL_TIMEOUT = 30
+    use_mail(settings, SMTP, host="127.0.0.1", port=server.port, timeout=30)
     yield server
     server.stop()
 

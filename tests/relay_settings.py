@@ -34,8 +34,8 @@ if os.environ.get("DEFERRED_DIR"):  # worker processes of tests/receive/test_def
     }
 
 if os.environ.get("NOTIFY_SMTP_PORT"):  # tests/notifications/test_worker.py
-    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-    EMAIL_HOST = "127.0.0.1"
-    EMAIL_PORT = int(os.environ["NOTIFY_SMTP_PORT"])
-    EMAIL_TIMEOUT = 60
+    from tests.mail_settings import SMTP, mail_settings
+
+    port = int(os.environ["NOTIFY_SMTP_PORT"])
+    globals().update(mail_settings(SMTP, host="127.0.0.1", port=port, timeout=60))
     CLOUDEVENTS_NOTIFICATIONS = json.loads(os.environ["NOTIFY_SETTINGS"])

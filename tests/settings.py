@@ -3,6 +3,8 @@
 import os
 from importlib.util import find_spec
 
+from tests.mail_settings import SMTP, mail_settings
+
 SECRET_KEY = "tests-only"
 USE_TZ = True
 TIME_ZONE = "UTC"
@@ -73,6 +75,10 @@ TASKS = {
     },
     "db": {"BACKEND": "django_tasks_db.DatabaseBackend"},
 }
+
+# E-mail: Django's old default (SMTP to localhost), as MAILERS on Django 6.1 and
+# later. The test runner swaps in locmem; the smtp fixture points it at a server.
+globals().update(mail_settings(SMTP, host="localhost"))
 
 CLOUDEVENTS_HANDLER = "locmem"
 # Most emit tests watch the handler directly; the outbox tests switch to "outbox".

@@ -7,6 +7,7 @@ from django.core.mail import EmailMessage
 
 from django_cloudevents_bridge.events import CloudEvent, new
 from django_cloudevents_bridge.notifications import Recipient, address_key, unsubscribe
+from tests.mail_settings import LOCMEM, use_mail
 
 BASE_URL = "https://example.com"
 
@@ -14,7 +15,7 @@ BASE_URL = "https://example.com"
 @pytest.fixture(autouse=True)
 def notifications_settings(settings) -> None:
     settings.CLOUDEVENTS_NOTIFICATIONS = {"BASE_URL": BASE_URL, "BACKOFF": 60.0}
-    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    use_mail(settings, LOCMEM)
     settings.CLOUDEVENTS_RECEIVER = {"TASK_BACKEND": False}  # no task: send_due()
 
 

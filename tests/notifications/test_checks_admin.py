@@ -53,6 +53,18 @@ def test_channels_that_do_not_import_or_are_no_channels_are_errors(settings):
     assert ids(settings, {**base, "CHANNELS": ["email"]}) == ["cloudevents_bridge.E010"]
 
 
+def test_an_email_channel_naming_a_mailer_that_is_not_there_is_an_error(settings):
+    """Before Django 6.1 there are no MAILERS: any name is an error."""
+    email = "django_cloudevents_bridge.notifications.channels.email.Channel"
+    settings.CLOUDEVENTS_NOTIFICATIONS = {
+        "BASE_URL": "https://example.com",
+        "CHANNELS": {"email": {"BACKEND": email, "OPTIONS": {"mailer": "nope"}}},
+    }
+    [message] = check_notifications()
+    assert message.id == "cloudevents_bridge.E011"
+    assert "'email'" in message.msg and "mailer 'nope'" in message.msg
+
+
 @pytest.mark.parametrize(
     ("key", "value"),
     [

@@ -13,7 +13,9 @@ from django.utils import timezone
 
 from django_cloudevents_bridge.models import Delivery
 from django_cloudevents_bridge.notifications import record, send_due
+from django_cloudevents_bridge.notifications._mail import HAS_MAILERS
 from django_cloudevents_bridge.notifications.channels import get_channel
+from tests.mail_settings import LOCMEM, SMTP, use_mail
 
 from .conftest import BASE_URL, event, items, person
 
@@ -57,7 +59,9 @@ def test_an_attachment_with_no_json_form_is_refused():
     from email.mime.text import MIMEText
 
     message = EmailMessage("s", "b", "a@example.com", ["ann@example.com"])
-    message.attach(MIMEText("inline"))
+    # What attach(part) leaves: Django 6.1 deprecates attaching a MIMEBase, and
+    # Django 5.2 cannot attach a MIMEPart.
+    message.attachments.append(MIMEText("inline"))
     with pytest.raises(TypeError, match=r"\(filename, content, mimetype\)"):
         get_channel("email").dump(message)
 
@@ -120,18 +124,28 @@ def test_a_temporary_data_error_is_retried_and_a_permanent_one_parked(smtp):
     }
 
 
-def test_a_server_that_is_down_fails_each_delivery_with_a_backoff(settings):
-    from tests.smtp import free_port
+def test_a_server_that_is_down_fails_each_delivery_and_a_retry_sends_it(settings):
+    from tests.smtp import SMTPServer
 
-    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", free_port()
-    settings.EMAIL_TIMEOUT = 10
+    server = SMTPServer()  # its port, not listening yet
+    use_mail(settings, SMTP, host="127.0.0.1", port=server.port, timeout=10)
     record(event(), "email", items("a@example.com", "b@example.com"))
 
     assert send_due() == Counter(failed=2)
     for row in Delivery.objects.all():
         assert row.attempts == 1 and "ConnectionRefusedError" in row.last_error
         assert row.next_attempt_at > timezone.now() + timedelta(seconds=50)
+
+    server.start()
+    try:
+        Delivery.objects.update(next_attempt_at=timezone.now())  # the backoff ran out
+        assert send_due() == Counter(sent=2)
+    finally:
+        server.stop()
+    assert sorted(to for _, [to] in server.mailbox.envelopes) == [
+        "a@example.com",
+        "b@example.com",
+    ]
 
 
 def test_a_dropped_connection_fails_one_message_and_the_next_reconnects(smtp):
@@ -173,3 +187,59 @@ def test_sending_a_batch_costs_a_fixed_number_of_queries_plus_one_per_message(
     # outcome per message (each recorded before the next is sent); due channels.
     with django_assert_num_queries(5 + people):
         assert send_due() == Counter(sent=people)
+
+
+EMAIL_CHANNEL = "django_cloudevents_bridge.notifications.channels.email.Channel"
+
+
+def email_channel(settings, **options) -> None:
+    """The built-in "email" channel, configured with ``options``."""
+    channels = {"email": {"BACKEND": EMAIL_CHANNEL, "OPTIONS": options}}
+    settings.CLOUDEVENTS_NOTIFICATIONS = {"BASE_URL": BASE_URL, "CHANNELS": channels}
+
+
+@pytest.mark.skipif(not HAS_MAILERS, reason="MAILERS: Django 6.1 and later")
+def test_the_mailer_option_sends_through_that_mailer(smtp, settings):
+    server = settings.MAILERS["default"]  # the smtp fixture's
+    settings.MAILERS = {"default": {"BACKEND": LOCMEM}, "notices": server}
+    email_channel(settings, mailer="notices")
+    record(event(), "email", items("a@example.com", "b@example.com"))
+
+    assert send_due() == Counter(sent=2)
+    assert len(smtp.mailbox.messages) == 2 and smtp.mailbox.connections == 1
+    assert mail.outbox == []  # not the default mailer
+
+
+@pytest.mark.skipif(HAS_MAILERS, reason="EMAIL_BACKEND: before Django 6.1")
+def test_the_backend_option_sends_through_that_backend(smtp, settings):
+    settings.EMAIL_BACKEND = LOCMEM  # EMAIL_HOST/EMAIL_PORT: the smtp fixture's
+    email_channel(settings, backend=SMTP)
+    record(event(), "email", items("a@example.com", "b@example.com"))
+
+    assert send_due() == Counter(sent=2)
+    assert len(smtp.mailbox.messages) == 2 and smtp.mailbox.connections == 1
+    assert mail.outbox == []  # not EMAIL_BACKEND
+
+
+def test_an_unknown_mailer_fails_each_delivery_and_a_retry_sends_it(smtp, settings):
+    """Before Django 6.1 every mailer name is unknown: there are no MAILERS."""
+    email_channel(settings, mailer="nope")
+    assert record(event(), "email", items("a@example.com", "b@example.com")) == 2
+
+    assert send_due() == Counter(failed=2)
+    for row in Delivery.objects.all():
+        assert row.status == Status.FAILED and row.next_attempt_at is not None
+        assert "mailer 'nope'" in row.last_error
+
+    email_channel(settings)  # the configuration mended
+    Delivery.objects.update(next_attempt_at=timezone.now())
+    assert send_due() == Counter(sent=2)
+    assert len(smtp.mailbox.messages) == 2
+
+
+def test_a_backend_that_cannot_be_used_fails_each_delivery(settings):
+    """A path that does not import; on Django 6.1 also any path beside MAILERS."""
+    email_channel(settings, backend="no.such.EmailBackend")
+    record(event(), "email", items("a@example.com", "b@example.com"))
+    assert send_due() == Counter(failed=2)
+    assert all("no.such" in row.last_error for row in Delivery.objects.all())

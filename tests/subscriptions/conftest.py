@@ -15,6 +15,7 @@ from django_cloudevents_bridge.subscriptions import (
     resolvers,
 )
 from django_cloudevents_bridge.targets import subscriptions as target
+from tests.mail_settings import LOCMEM, use_mail
 
 BASE_URL = "https://example.test"
 TYPE = "com.example.issue.commented"
@@ -23,7 +24,7 @@ TYPE = "com.example.issue.commented"
 @pytest.fixture(autouse=True)
 def _site(settings) -> None:
     settings.CLOUDEVENTS_NOTIFICATIONS = {"BASE_URL": BASE_URL}
-    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    use_mail(settings, LOCMEM)
     settings.CLOUDEVENTS_RECEIVER = {"TASK_BACKEND": False}  # the worker: by hand
 
 

@@ -26,6 +26,7 @@ from django_cloudevents_bridge.targets.watches import unsubscribe
 from django_cloudevents_bridge.watches import claim_watches, keys
 from django_cloudevents_bridge.watches.purge import purge
 from tests.conftest import need
+from tests.mail_settings import SMTP, use_mail
 from tests.testapp.models import Question
 from tests.watches.watchers import EditInLanguage, EditQuestion
 
@@ -226,9 +227,7 @@ def smtp(settings) -> Iterator[list]:
         port = probe.getsockname()[1]
     controller = Controller(Inbox(), hostname="127.0.0.1", port=port)
     controller.start()
-    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-    settings.EMAIL_HOST = "127.0.0.1"
-    settings.EMAIL_PORT = port
+    use_mail(settings, SMTP, host="127.0.0.1", port=port, timeout=30)
     yield received
     controller.stop()
 

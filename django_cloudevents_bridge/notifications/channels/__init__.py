@@ -6,7 +6,8 @@ A channel is a class named by a dotted path in ``CLOUDEVENTS_NOTIFICATIONS
 into JSON for the ledger (``dump``) and back (``load``: a retry sends what was
 built, without building it again), and sends a batch of ledger rows (``send``),
 yielding each row's outcome as soon as it is known: ``None`` for sent, or the
-exception. The ledger records each outcome before the channel sends the next
+exception; ``check`` may raise at start-up for options that cannot work (system
+check E011). The ledger records each outcome before the channel sends the next
 one, so a crash can resend at most the message in flight.
 """
 
@@ -45,6 +46,10 @@ class BaseChannel:
     ) -> Iterator[tuple[Delivery, Outcome]]:
         """Send a batch; yield ``(delivery, None or the error)`` for each, in turn."""
         raise NotImplementedError
+
+    def check(self) -> None:
+        """Raise if the options depend on settings that do not fit (check E011);
+        ``__init__`` checks the options alone, as ``record()`` builds the channel."""
 
 
 def get_channel(name: str) -> BaseChannel:

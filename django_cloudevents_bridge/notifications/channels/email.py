@@ -1,5 +1,10 @@
 """The e-mail channel: Django's e-mail backend, one connection per batch.
 
+The connection is a mailer of ``MAILERS`` on Django 6.1 and later (option
+``mailer``; default: the default mailer), or ``EMAIL_BACKEND`` before (option
+``backend``, a dotted path): see ``_mail``. A connection that cannot be made
+(misconfigured) fails each delivery of the batch, to be retried.
+
 Messages are ``EmailMessage``/``EmailMultiAlternatives`` (built by watches and
 subscriptions), stored as JSON (never pickled): subject, body, addresses,
 headers, alternatives and attachments given as ``(filename, content, mimetype)``.
@@ -19,9 +24,9 @@ import smtplib
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from django.core.mail import EmailMessage, EmailMultiAlternatives, get_connection
+from django.core.mail import EmailMessage, EmailMultiAlternatives
 
-from .. import unsubscribe
+from .. import _mail, unsubscribe
 from . import BaseChannel, Outcome, PermanentFailure
 
 if TYPE_CHECKING:
@@ -46,10 +51,22 @@ def _uncontent(item: dict[str, Any]) -> str | bytes:
 
 
 class Channel(BaseChannel):
-    """E-mail through Django's backend (``backend``: a path; default EMAIL_BACKEND)."""
+    """E-mail through a mailer of ``MAILERS`` (``mailer``: its name; Django 6.1+)
+    or a backend (``backend``: a dotted path; default ``EMAIL_BACKEND``)."""
 
-    def __init__(self, backend: str | None = None) -> None:
+    def __init__(
+        self, backend: str | None = None, *, mailer: str | None = None
+    ) -> None:
+        # Only the types here: get_channel() runs in record()'s caller, which a
+        # missing mailer must not break (check() and send() report it).
+        for name, value in (("backend", backend), ("mailer", mailer)):
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"the e-mail channel's {name} must be a string")
         self.backend = backend
+        self.mailer = mailer
+
+    def check(self) -> None:
+        _mail.check(self.mailer, self.backend)
 
     def dump(self, message: Any) -> dict[str, Any]:
         if not isinstance(message, EmailMessage):
@@ -100,12 +117,12 @@ class Channel(BaseChannel):
         self, deliveries: Sequence[Delivery]
     ) -> Iterator[tuple[Delivery, Outcome]]:
         try:
+            connection = _mail.connection(self.mailer, self.backend)
             links = unsubscribe.issue(deliveries)
-        except Exception as err:  # no BASE_URL, no route: each delivery fails
+        except Exception as err:  # no mailer, no BASE_URL: each delivery fails
             for delivery in deliveries:
                 yield delivery, err
             return
-        connection = get_connection(self.backend, fail_silently=False)
         opened = False
         try:
             for delivery in deliveries:
@@ -118,8 +135,7 @@ class Channel(BaseChannel):
                     if not opened:
                         connection.open()
                         opened = True
-                    message.connection = connection
-                    message.send()
+                    connection.send_messages([message])
                 except Exception as err:
                     if not isinstance(err, smtplib.SMTPRecipientsRefused):
                         # The connection may be broken: the next message opens another.
