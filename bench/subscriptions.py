@@ -212,6 +212,40 @@ def median_ms(function: Callable[[], Any], repeat: int) -> tuple[float, float, A
     return statistics.median(times), min(times), result
 
 
+def alternating(
+    functions: list[Callable[[], Any]], repeat: int
+) -> list[tuple[float, float, Any]]:
+    """``median_ms`` of each function, their runs interleaved (a noisy machine
+    moves all of them alike)."""
+    times: list[list[float]] = [[] for _ in functions]
+    results: list[Any] = [None] * len(functions)
+    for _ in range(repeat):
+        for i, function in enumerate(functions):
+            start = time.perf_counter()
+            results[i] = function()
+            times[i].append((time.perf_counter() - start) * 1000)
+    return [
+        (statistics.median(t), min(t), result)
+        for t, result in zip(times, results, strict=True)
+    ]
+
+
+def statement_alone(event_pk: int, medium_pk: int) -> Callable[[], Any]:
+    """The floor of a resolution: its prebuilt statement through a plain cursor,
+    in a transaction as the target runs it, every row fetched, none grouped."""
+    from django.db import connection, transaction
+
+    from django_cloudevents_bridge.subscriptions import queries
+
+    def run() -> Any:
+        sql, params = queries.statement([event_pk], [medium_pk], "default")
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+
+    return run
+
+
 def count_queries(function: Callable[[], Any]) -> int:
     """Statements the function ran: a cursor's further FETCHes and its CLOSE
     read or free the same statement's rows (``more_fetches``)."""
@@ -373,12 +407,16 @@ def run(total: int, repeat: int, explain: bool = False) -> int:
         profiler.runcall(lambda: [followers() for _ in range(20)])
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
     print(f"\n{'measure':<46}{'queries':>8}{'median ms':>11}{'min':>8}")
-    for label, function in (
-        ("targets of one event, followers only", followers),
-        ("targets of one event, busiest source", targets),
+    for label, function, stored_pk in (
+        ("targets of one event, followers only", followers, followed.pk),
+        ("targets of one event, busiest source", targets, event.pk),
     ):
+        floor = statement_alone(stored_pk, medium.pk)
         function()
-        ms, best, found = median_ms(function, repeat)
+        floor()
+        (ms, best, found), (floor_ms, floor_best, rows) = alternating(
+            [function, floor], repeat
+        )
         keys = [person.key for _, _, person in found]
         queries_ = count_queries(function) - 2  # less the transaction's savepoint
         print(
@@ -386,6 +424,11 @@ def run(total: int, repeat: int, explain: bool = False) -> int:
             f"{queries_:>8}{ms:>11.2f}{best:>8.2f}  (target <= 5; "
             f"duplicates: {len(keys) - len(set(keys))}; "
             f"further fetches of its rows: {more_fetches(function)})"
+        )
+        print(
+            f"{'  floor: its statement alone (' + str(len(rows)) + ' rows)':<46}"
+            f"{1:>8}{floor_ms:>11.2f}{floor_best:>8.2f}  (a plain cursor in a "
+            f"transaction, all rows fetched, none grouped: {ms / floor_ms:.2f}x)"
         )
 
     # Query count against the number of subscriptions.
