@@ -79,7 +79,10 @@ class CannedServer:
             with connection:
                 while self.answers and self.read_request(connection):
                     answer = self.answers.pop(0)
-                    connection.sendall(answer.removesuffix(self.CLOSE))
+                    try:
+                        connection.sendall(answer.removesuffix(self.CLOSE))
+                    except (BrokenPipeError, ConnectionResetError):
+                        break  # the client read what it wanted and hung up
                     if answer.endswith(self.CLOSE):
                         break
 
