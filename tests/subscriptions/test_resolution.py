@@ -99,9 +99,8 @@ def test_inactive_users_and_users_without_subscription_are_not_reached(
     assert sorted(m for _, m, _ in both) == sorted([email.pk, feed.pk])
 
 
-@pytest.fixture
-def teams(registry):
-    """A UUID-keyed member model in string-keyed teams, with its own resolver."""
+def register_team_membership() -> None:
+    """Members belong to teams (the through table of ``Member.teams``)."""
     resolvers.register_membership(
         Team,
         Member,
@@ -109,6 +108,12 @@ def teams(registry):
         group_field="team_id",
         member_field="member_id",
     )
+
+
+@pytest.fixture
+def teams(registry):
+    """A UUID-keyed member model in string-keyed teams, with its own resolver."""
+    register_team_membership()
     resolvers.register_follows(
         Member,
         Team,
@@ -225,13 +230,7 @@ def test_a_relation_registered_later_is_used_by_the_next_resolution(
     event = store(cloudevent(), source)
     assert list(queries.resolve([event.pk], [email.pk])) == []  # built, cached
     resolvers.register_people(Member, user="user_id", email="email")
-    resolvers.register_membership(
-        Team,
-        Member,
-        Member.teams.through.objects.all(),
-        group_field="team_id",
-        member_field="member_id",
-    )
+    register_team_membership()
     subscribe(email, source, core, sub_entity_type=Member, only_following=False)
     people = [p.key for _, _, p in queries.resolve([event.pk], [email.pk])]
     assert people == ["email:late@example.org"]
